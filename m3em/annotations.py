@@ -186,7 +186,9 @@ def read_annotation_file(
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise AnnotationError(f"{path}: missing column(s) {missing} (have {list(df.columns)})")
-    df = df.loc[:, list(wanted)].copy()
+    # A fresh frame: pickles written by older pandas carry object-dtype column indexes and
+    # categorical columns that would otherwise leak into the common schema.
+    df = pd.DataFrame({c: df[c].to_numpy() for c in wanted})
     for col in ("start_frame", "stop_frame") + (LABEL_COLUMNS if labelled else ()):
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() | (values != values.round())

@@ -102,7 +102,8 @@ def write_features(
     frames = np.asarray(frames, dtype=np.int64)
     if frames.shape != features.shape[:2]:
         raise FeatureFileError(f"{path}: frames shape {frames.shape} != features {features.shape[:2]}")
-    half = features.astype(np.float16)
+    with np.errstate(over="ignore"):  # overflow is detected just below
+        half = features.astype(np.float16)
     if not np.isfinite(half).all():
         raise FeatureFileError(f"{path}: features contain NaN or inf (or overflow fp16)")
     if len(set(narration_ids)) != len(narration_ids):

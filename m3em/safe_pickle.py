@@ -58,6 +58,18 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
         ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"),
         ("pandas._libs.tslibs.timedeltas", "_timedelta_unpickle"),
+        # pandas >= 3 pickles string columns as Arrow-backed arrays.
+        ("builtins", "bytearray"),
+        ("__builtin__", "bytearray"),
+        ("pandas", "DataFrame"),
+        ("pandas", "Series"),
+        ("pandas", "Index"),
+        ("pandas", "StringDtype"),
+        ("pandas.arrays", "ArrowStringArray"),
+        ("pandas.core.arrays.string_arrow", "ArrowStringArray"),
+        ("pyarrow.lib", "_restore_array"),
+        ("pyarrow.lib", "py_buffer"),
+        ("pyarrow.lib", "type_for_alias"),
     }
 )
 

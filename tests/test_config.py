@@ -1,0 +1,86 @@
+"""Config boundary: schema validation names keys; sections become frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from m3em.config import ConfigError, build_dataclass, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_is_valid() -> None:
+    cfg = load_config(REPO / "config.yaml")
+    assert cfg["demo"]["enabled"] is True
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["data"]["anotations_dir"] = "x"
+    path = _write(tmp_path, cfg)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "data: unknown key(s) ['anotations_dir']" in str(err.value)
+
+
+def test_unknown_top_level_section_is_named(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["modelz"] = {}
+    with pytest.raises(ConfigError, match=r"<top level>: unknown key\(s\) \['modelz'\]"):
+        validate_config(cfg)
+
+
+def test_mistyped_value_is_named(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["demo"]["seed"] = "zero"
+    with pytest.raises(ConfigError, match=r"demo.seed: 'zero' is not of type 'integer'"):
+        validate_config(cfg)
+
+
+def test_not_yaml_and_missing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    rate: float
+    sizes: tuple[int, ...] = (1,)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer:
+    name: str
+    inner: _Inner
+    root: Path | None = None
+
+
+def test_build_dataclass_nested_and_frozen() -> None:
+    obj = build_dataclass(_Outer, {"name": "a", "inner": {"rate": 3, "sizes": [2, 3]}, "root": "x/y"}, "sec")
+    assert obj.inner.rate == 3.0 and isinstance(obj.inner.rate, float)
+    assert obj.inner.sizes == (2, 3)
+    assert obj.root == Path("x/y")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obj.name = "b"  # type: ignore[misc]
+
+
+def test_build_dataclass_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"sec.inner: unknown key\(s\) \['rat'\]"):
+        build_dataclass(_Outer, {"name": "a", "inner": {"rat": 1}}, "sec")
+    with pytest.raises(ConfigError, match="sec.inner: missing required key 'rate'"):
+        build_dataclass(_Outer, {"name": "a", "inner": {}}, "sec")

@@ -1,0 +1,85 @@
+"""The feature-file contract and the atomic writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3em.atomic import atomic_output
+from m3em.features import FeatureFile, FeatureFileError, feature_path, segment_positions, write_features
+
+
+def test_round_trip_spatial(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5, 8, 3, 3)).astype(np.float32)
+    frames = np.tile(np.arange(1, 6), (4, 1))
+    path = feature_path(tmp_path, "tbn_rgb", "P01_01")
+    write_features(path, x, ["a", "b", "c", "d"], frames, stream="tbn_rgb", video_id="P01_01",
+                   producer={"backbone": "tbn"})
+    ff = FeatureFile(path)
+    assert ff.shape == (4, 5, 8, 3, 3) and ff.stream == "tbn_rgb" and ff.video_id == "P01_01"
+    assert ff[2].dtype == np.float16
+    np.testing.assert_allclose(ff[ff.row_of["c"]], x[2], atol=2e-3)
+    np.testing.assert_array_equal(ff.frames, frames)
+    assert ff.producer == {"backbone": "tbn"}
+
+
+@pytest.mark.parametrize(
+    ("stream", "shape", "ids", "message"),
+    [
+        ("tbn_rgb", (2, 5, 8), ["a", "b"], "needs 5-d features"),
+        ("object", (2, 5, 8, 1, 1), ["a", "b"], "needs 3-d features"),
+        ("object", (3, 5, 8), ["a", "b"], "features must be"),
+        ("object", (2, 5, 8), ["a", "a"], "duplicate narration ids"),
+        ("nope", (2, 5, 8), ["a", "b"], "unknown stream"),
+    ],
+)
+def test_writer_rejects_bad_input(tmp_path: Path, stream, shape, ids, message) -> None:
+    with pytest.raises(FeatureFileError, match=message):
+        write_features(tmp_path / "f.safetensors", np.zeros(shape), ids, np.ones(shape[:2]), stream=stream,
+                       video_id="v")
+    assert not list(tmp_path.iterdir()), "nothing may be left behind"
+
+
+def test_writer_rejects_nan_and_fp16_overflow(tmp_path: Path) -> None:
+    x = np.zeros((1, 2, 3))
+    x[0, 1, 2] = np.nan
+    with pytest.raises(FeatureFileError, match="NaN or inf"):
+        write_features(tmp_path / "f.safetensors", x, ["a"], np.ones((1, 2)), stream="object", video_id="v")
+    x[0, 1, 2] = 1e6  # beyond fp16 range
+    with pytest.raises(FeatureFileError, match="NaN or inf"):
+        write_features(tmp_path / "f.safetensors", x, ["a"], np.ones((1, 2)), stream="object", video_id="v")
+
+
+def test_reader_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FeatureFileError, match="feature file not found"):
+        FeatureFile(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(FeatureFileError, match="junk.safetensors: not a readable safetensors file"):
+        FeatureFile(junk)
+
+
+def test_segment_positions_tsn_centres() -> None:
+    np.testing.assert_array_equal(segment_positions(1, 100, 5), [11, 31, 51, 71, 91])
+    # Short segments repeat frames but stay inside the segment.
+    pos = segment_positions(10, 12, 5)
+    assert pos.min() >= 10 and pos.max() <= 12 and np.all(np.diff(pos) >= 0)
+    # A flow stack of 5 frames starting at each position stays inside long segments.
+    pos = segment_positions(1, 50, 5, new_length=5)
+    assert pos.max() + 4 <= 50
+
+
+def test_atomic_output_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("complete")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    with atomic_output(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
