@@ -28,14 +28,14 @@ def _frames(n: int = 3) -> list[FrameDetections]:
 
 def test_schema_field_numbers_match_the_published_schema():
     fields = {
-        name: {f.name: (f.number, f.type, f.label) for f in cls.DESCRIPTOR.fields}
+        name: {f.name: (f.number, f.type, f.is_repeated) for f in cls.DESCRIPTOR.fields}
         for name, cls in proto_schema.build_message_classes().items()
     }
     fd = proto_schema.descriptor_pb2.FieldDescriptorProto
     assert proto_schema.Detections.DESCRIPTOR.full_name == "model.detections.Detections"
     assert fields["Detections"] == {
-        "video_id": (1, fd.TYPE_STRING, fd.LABEL_OPTIONAL), "frame_number": (2, fd.TYPE_INT32, fd.LABEL_OPTIONAL),
-        "hands": (3, fd.TYPE_MESSAGE, fd.LABEL_REPEATED), "objects": (4, fd.TYPE_MESSAGE, fd.LABEL_REPEATED),
+        "video_id": (1, fd.TYPE_STRING, False), "frame_number": (2, fd.TYPE_INT32, False),
+        "hands": (3, fd.TYPE_MESSAGE, True), "objects": (4, fd.TYPE_MESSAGE, True),
     }
     assert {k: v[0] for k, v in fields["HandDetection"].items()} == {
         "bbox": 1, "score": 2, "state": 3, "object_offset": 4, "side": 5}

@@ -169,7 +169,8 @@ def save_expected_keys(path: str | Path, sd: Mapping[str, torch.Tensor]) -> None
     """Write a ``{name: shape}`` JSON (test data; see ``expected_keys/README.md``)."""
     from m3em.atomic import atomic_write_text
 
-    atomic_write_text(path, json.dumps({k: list(v.shape) for k, v in sd.items()}, indent=0) + "\n")
+    lines = [f"  {json.dumps(k)}: {json.dumps(list(v.shape))}" for k, v in sd.items()]
+    atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def read_expected_keys(path: str | Path) -> dict[str, tuple[int, ...]]:

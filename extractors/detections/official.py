@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from extractors.detections import proto_schema
@@ -114,16 +115,6 @@ def _to_message(video_id: str, frame: FrameDetections):
     return msg
 
 
-def _from_message(msg) -> FrameDetections:
-    hands = tuple(
-        HandBox(h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom, h.score, int(h.side), int(h.state),
-                h.object_offset.x, h.object_offset.y)
-        for h in msg.hands
-    )
-    objects = tuple(ObjectBox(o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom, o.score) for o in msg.objects)
-    return FrameDetections(int(msg.frame_number), hands, objects)
-
-
 def write_official_detections(path: str | Path, video_id: str, frames: Sequence[FrameDetections]) -> None:
     """Write ``frames`` as an official hand-object pickle (atomically).
 
@@ -151,23 +142,51 @@ def write_official_detections(path: str | Path, video_id: str, frames: Sequence[
             pickle.dump(payload, fh, protocol=4)
 
 
-def read_official_detections(
-    path: str | Path, *, video_id: str | None = None, n_frames: int | None = None
-) -> list[FrameDetections]:
-    """Read an official hand-object pickle.
+@dataclass(frozen=True)
+class OfficialColumns:
+    """The boxes of an official file as arrays (the fast path used by the table converter).
 
-    Args:
-        path: the ``PXX_YY.pkl`` file.
-        video_id: if given, every message's ``video_id`` must equal it.
-        n_frames: if given, the list must hold exactly this many frames (the video's RGB frame count).
-
-    Returns:
-        One :class:`FrameDetections` per frame, ``result[i].frame_number == i + 1``.
-
-    Raises:
-        DetectionFileError: missing file, corrupt/unsafe pickle or protobuf, not a list of bytes,
-            wrong video id, wrong frame count, frame numbers out of order, boxes outside [0, 1].
+    Attributes:
+        video_id: the ``video_id`` stored in the messages.
+        n_frames: number of frames (list entries).
+        hand_frame: ``(K,)`` int64 1-based frame of each hand.
+        hands: ``(K, 9)`` float64 ``left, top, right, bottom, score, side, state, offset_x, offset_y``.
+        object_frame: ``(M,)`` int64.
+        objects: ``(M, 5)`` float64 ``left, top, right, bottom, score``.
     """
+
+    video_id: str
+    n_frames: int
+    hand_frame: np.ndarray
+    hands: np.ndarray
+    object_frame: np.ndarray
+    objects: np.ndarray
+
+
+def _validate_columns(path: Path, cols: OfficialColumns) -> None:
+    """Vectorised :func:`_check_box` over all boxes; reports the first bad box of the file."""
+    for frame, arr, is_hand in ((cols.hand_frame, cols.hands, True), (cols.object_frame, cols.objects, False)):
+        if not len(arr):
+            continue
+        xy, score = arr[:, :4], arr[:, 4]
+        bad = ~np.isfinite(xy).all(1) | (xy < 0).any(1) | (xy > 1).any(1) | (xy[:, 0] > xy[:, 2]) | (
+            xy[:, 1] > xy[:, 3]) | ~np.isfinite(score) | (score < 0) | (score > 1)
+        if is_hand:
+            off = arr[:, 7:9]
+            bad |= ~np.isin(arr[:, 5], [int(s) for s in HandSide]) | ~np.isin(arr[:, 6], [int(s) for s in HandState])
+            bad |= ~np.isfinite(off).all(1) | (np.abs(off) > 1).any(1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            row = arr[i].tolist()
+            box = (HandBox(*row[:5], int(row[5]), int(row[6]), *row[7:]) if is_hand else ObjectBox(*row))
+            _check_box(box, f"{path}: frame {int(frame[i])}")
+            raise AssertionError("unreachable: vectorised and scalar box checks disagree")  # pragma: no cover
+
+
+def read_official_columns(
+    path: str | Path, *, video_id: str | None = None, n_frames: int | None = None
+) -> OfficialColumns:
+    """Read and validate an official hand-object pickle into arrays (see :func:`read_official_detections`)."""
     path = Path(path)
     if not path.is_file():
         raise DetectionFileError(f"{path}: detection file not found")
@@ -179,7 +198,10 @@ def read_official_detections(
         raise DetectionFileError(f"{path}: expected a list of serialized Detections, got {type(entries).__name__}")
     if n_frames is not None and len(entries) != n_frames:
         raise DetectionFileError(f"{path}: holds {len(entries)} frames, but the video has {n_frames}")
-    frames: list[FrameDetections] = []
+    hand_frame: list[int] = []
+    hands: list[tuple] = []
+    object_frame: list[int] = []
+    objects: list[tuple] = []
     file_video_id: str | None = None
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
@@ -203,8 +225,46 @@ def read_official_detections(
             raise DetectionFileError(
                 f"{path}: frame {i + 1} is for video {msg.video_id!r} but earlier frames are for {file_video_id!r}"
             )
-        frame = _from_message(msg)
-        for box in (*frame.hands, *frame.objects):
-            _check_box(box, f"{path}: frame {i + 1}")
-        frames.append(frame)
-    return frames
+        for h in msg.hands:
+            b = h.bbox
+            hand_frame.append(i + 1)
+            hands.append((b.left, b.top, b.right, b.bottom, h.score, h.side, h.state, h.object_offset.x,
+                          h.object_offset.y))
+        for o in msg.objects:
+            b = o.bbox
+            object_frame.append(i + 1)
+            objects.append((b.left, b.top, b.right, b.bottom, o.score))
+    cols = OfficialColumns(
+        file_video_id or "", len(entries), np.asarray(hand_frame, dtype=np.int64),
+        np.asarray(hands, dtype=np.float64).reshape(-1, 9), np.asarray(object_frame, dtype=np.int64),
+        np.asarray(objects, dtype=np.float64).reshape(-1, 5),
+    )
+    _validate_columns(path, cols)
+    return cols
+
+
+def read_official_detections(
+    path: str | Path, *, video_id: str | None = None, n_frames: int | None = None
+) -> list[FrameDetections]:
+    """Read an official hand-object pickle.
+
+    Args:
+        path: the ``PXX_YY.pkl`` file.
+        video_id: if given, every message's ``video_id`` must equal it.
+        n_frames: if given, the list must hold exactly this many frames (the video's RGB frame count).
+
+    Returns:
+        One :class:`FrameDetections` per frame, ``result[i].frame_number == i + 1``.
+
+    Raises:
+        DetectionFileError: missing file, corrupt/unsafe pickle or protobuf, not a list of bytes,
+            wrong video id, wrong frame count, frame numbers out of order, boxes outside [0, 1].
+    """
+    cols = read_official_columns(path, video_id=video_id, n_frames=n_frames)
+    hands: list[list[HandBox]] = [[] for _ in range(cols.n_frames)]
+    for f, r in zip(cols.hand_frame.tolist(), cols.hands.tolist()):
+        hands[f - 1].append(HandBox(*r[:5], int(r[5]), int(r[6]), *r[7:]))
+    objects: list[list[ObjectBox]] = [[] for _ in range(cols.n_frames)]
+    for f, r in zip(cols.object_frame.tolist(), cols.objects.tolist()):
+        objects[f - 1].append(ObjectBox(*r))
+    return [FrameDetections(i + 1, tuple(hands[i]), tuple(objects[i])) for i in range(cols.n_frames)]

@@ -1,0 +1,168 @@
+"""Audio: the video's soundtrack as mono 24 kHz samples and TBN's log-spectrograms.
+
+Follows TBN / EPIC-Fusion (``ekazakos/temporal-binding-network``: ``extract_audio.py`` writes mono
+24 kHz 16-bit WAVs with ffmpeg; ``dataset.py`` cuts a 1.279 s window and takes
+``log(|STFT|^2 + 1e-6)``), without the WAV detour: decord's ``AudioReader`` decodes the track
+and resamples it (ffmpeg swresample) to ``sample_rate``, mono.
+
+For a time ``t`` (annotation frame ``n`` is at ``t = (n - 1) / fps``):
+
+* window: ``round(window_s * sr)`` samples (30,696 at 24 kHz) starting at
+  ``round((t - window_s / 2) * sr)``. A window that would start before the first sample uses the
+  first ``window_s`` of the file, one that would end after the last sample uses the last
+  ``window_s`` (TBN's rule). A file shorter than one window is zero-padded at the end.
+* STFT (librosa): ``n_fft`` 511, Hann window of ``win_length`` 240 (10 ms), ``hop_length`` 120
+  (5 ms), centred frames, ``pad_mode='constant'`` (zeros).
+* ``log(|S|^2 + eps)``, eps 1e-6: ``(n_fft // 2 + 1) x T`` = 256 x 256. With the defaults T is
+  exactly ``1 + 30696 // 120 = 256``; for other settings the time axis is cut to ``n_time``
+  from the right, or padded on the right with ``log(eps)`` (silence).
+
+A file without an audio track raises :class:`AudioError` naming the file (turn audio off in the
+config with ``audio.enabled: false`` to run such videos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+class AudioError(RuntimeError):
+    """A missing or unreadable file, or one without an audio track; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    """The ``audio:`` config section (defaults: TBN / EPIC-Fusion).
+
+    Attributes:
+        enabled: whether the audio stream is computed at all.
+        sample_rate: resampling rate in Hz.
+        window_s: length of the window centred on a frame time, seconds.
+        n_fft: FFT size (frequency bins = n_fft // 2 + 1).
+        win_length: Hann window length in samples (10 ms at 24 kHz).
+        hop_length: hop in samples (5 ms at 24 kHz).
+        n_time: time frames kept per spectrogram.
+        eps: added to the power before the log.
+    """
+
+    enabled: bool = True
+    sample_rate: int = 24000
+    window_s: float = 1.279
+    n_fft: int = 511
+    win_length: int = 240
+    hop_length: int = 120
+    n_time: int = 256
+    eps: float = 1e-6
+
+    @property
+    def window_samples(self) -> int:
+        """Samples per window: ``round(window_s * sample_rate)``."""
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def n_freq(self) -> int:
+        """Frequency bins of a spectrogram."""
+        return self.n_fft // 2 + 1
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode the audio track of ``path`` to mono float32 samples at ``sample_rate``; shape ``(S,)``."""
+    import decord
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes)")
+    try:
+        reader = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
+    except Exception as exc:
+        if "audio stream" in str(exc):
+            raise AudioError(
+                f"{path}: the file has no audio track (set audio.enabled: false in the config to run without audio)"
+            ) from exc
+        raise AudioError(f"{path}: cannot decode audio (truncated or corrupt file?): {exc}") from exc
+    try:
+        samples = reader[:].asnumpy()
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot decode audio (truncated or corrupt file?): {exc}") from exc
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if samples.size == 0:
+        raise AudioError(f"{path}: the audio track has no samples")
+    return samples
+
+
+def window_bounds(n_samples: int, centre_s: float, cfg: AudioConfig) -> tuple[int, int]:
+    """``[start, stop)`` sample range of the window centred on ``centre_s`` (TBN's edge rule).
+
+    ``stop - start`` is ``min(window_samples, n_samples)``.
+    """
+    n = cfg.window_samples
+    if n_samples <= n:
+        return 0, n_samples
+    start = int(round((centre_s - cfg.window_s / 2) * cfg.sample_rate))
+    if start < 0:
+        return 0, n
+    if start + n > n_samples:
+        return n_samples - n, n_samples
+    return start, start + n
+
+
+def log_spectrogram(window: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """TBN's log-power spectrogram of one window; ``(n_freq, n_time)`` float32 (256 x 256)."""
+    import librosa
+
+    x = np.asarray(window, dtype=np.float32)
+    if x.size < cfg.window_samples:  # file shorter than one window
+        x = np.pad(x, (0, cfg.window_samples - x.size))
+    spec = librosa.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                        window="hann", center=True, pad_mode="constant")
+    logp = np.log(np.abs(spec) ** 2 + cfg.eps).astype(np.float32)
+    t = logp.shape[1]
+    if t >= cfg.n_time:
+        return np.ascontiguousarray(logp[:, : cfg.n_time])
+    pad = np.full((logp.shape[0], cfg.n_time - t), np.log(cfg.eps), dtype=np.float32)
+    return np.concatenate([logp, pad], axis=1)
+
+
+class AudioTrack:
+    """The decoded soundtrack of one video, ready to cut spectrograms from.
+
+    Attributes:
+        path: the media file.
+        samples: ``(S,)`` float32 mono samples at ``cfg.sample_rate``.
+        duration: ``S / sample_rate`` seconds.
+    """
+
+    def __init__(self, path: str | Path, cfg: AudioConfig) -> None:
+        self.path = Path(path)
+        self.cfg = cfg
+        self.samples = load_audio(self.path, cfg.sample_rate)
+        self.duration = self.samples.size / cfg.sample_rate
+
+    def spectrograms(self, times_s: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Log-spectrograms centred on ``times_s`` (seconds); ``(N, n_freq, n_time)`` float32."""
+        times = np.asarray(times_s, dtype=np.float64).reshape(-1)
+        out = np.empty((times.size, self.cfg.n_freq, self.cfg.n_time), dtype=np.float32)
+        for i, t in enumerate(times.tolist()):
+            start, stop = window_bounds(self.samples.size, t, self.cfg)
+            out[i] = log_spectrogram(self.samples[start:stop], self.cfg)
+        return out
+
+    def spectrograms_at_frames(self, frame_numbers: Sequence[int] | np.ndarray, fps: float) -> np.ndarray:
+        """Spectrograms at 1-based annotation frames (time ``(n - 1) / fps``); ``(N, n_freq, n_time)``."""
+        numbers = np.asarray(frame_numbers, dtype=np.int64).reshape(-1)
+        if numbers.size and numbers.min() < 1:
+            raise AudioError(f"{self.path}: frame numbers are 1-based, got {int(numbers.min())}")
+        return self.spectrograms((numbers - 1) / float(fps))
+
+
+def open_audio(path: str | Path, cfg: AudioConfig) -> AudioTrack:
+    """Decode the audio of ``path``; an error if ``cfg.enabled`` is false (callers check it first)."""
+    if not cfg.enabled:
+        raise AudioError(f"{path}: audio is disabled in the config (audio.enabled: false)")
+    return AudioTrack(path, cfg)

@@ -1,0 +1,101 @@
+"""Frozen dataclasses of the ``backbones:``, ``finetune:`` and ``features:`` config sections.
+
+Built at the entry points with ``build_dataclass(BackbonesConfig, cfg["backbones"], "backbones")``;
+every field is documented next to its key in ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from m3em.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TBNConfig:
+    """``backbones.tbn``: initial weights, input side, fusion dropout."""
+
+    tbn_checkpoint: Path | None = None
+    imagenet_checkpoint: Path | None = None
+    kinetics_flow_checkpoint: Path | None = None
+    input_size: int = 224
+    dropout: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class I3DConfig:
+    """``backbones.i3d``: initial weights, input side, clip length."""
+
+    rgb_checkpoint: Path | None = None
+    flow_checkpoint: Path | None = None
+    input_size: int = 224
+    clip_length: int = 16
+    dropout: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class BackbonesConfig:
+    tbn: TBNConfig = TBNConfig()
+    i3d: I3DConfig = I3DConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One backbone's fine-tuning schedule (``finetune.tbn`` / ``finetune.i3d``)."""
+
+    epochs: int = 80
+    batch_size: int = 64
+    num_segments: int = 6
+    lr: float = 0.01
+    flow_lr: float | None = 0.001
+    lr_steps: tuple[int, ...] = (40, 60)
+    lr_decay: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float | None = 20.0
+    partial_bn: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """``finetune``: device and loader settings shared by both backbones, plus one recipe each."""
+
+    device: str = "cuda"
+    amp: bool = True
+    num_workers: int = 8
+    seed: int = 0
+    max_train_segments: int | None = None
+    tbn: Recipe = Recipe()
+    i3d: Recipe = Recipe(epochs=40, batch_size=16, num_segments=1, flow_lr=None, lr_steps=(20, 30),
+                         weight_decay=1e-7, partial_bn=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """``features``: where and how the per-video feature files are extracted."""
+
+    features_dir: Path = Path("results/features")
+    positions: int = 5
+    batch_size: int = 512
+    device: str = "cuda"
+    num_workers: int = 8
+    autocast: str = "bf16"
+    channels_last: bool = True
+    streams: tuple[str, ...] = ("tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` / ``cuda`` / ``cuda:N`` -> device; a CUDA device that is not there is an error (no fallback)."""
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine "
+                              "(set the device to cpu explicitly to run without a GPU)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
+    return dev

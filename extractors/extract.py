@@ -1,0 +1,344 @@
+"""Extract per-segment backbone features of one video into the feature contract (``m3em.features``).
+
+    python -m extractors.extract --config config.yaml --video-id P01_101 \
+        --stream tbn_rgb --out results/features/tbn_rgb/P01_101.safetensors \
+        [--stream tbn_flow --out ... --stream tbn_audio --out ...] \
+        --checkpoint results/finetune/tbn/checkpoint.pt \
+        [--video P01_101.MP4 | --frames P01_101.tar] [--flow flow/P01_101.tar] [--crops crops/P01_101.parquet]
+
+One job = one video. A job may write several streams of the *same* backbone at once (repeat
+``--stream``/``--out`` in pairs; without ``--out`` the files go to
+``features.features_dir/<stream>/<video>.safetensors``): the segments, positions and decoded
+inputs are shared, so writing TBN's streams together decodes each input once. The DAG may still
+run one stream per job. Streams and what they need:
+
+========================  ==========================  ==============================================
+stream                    input                       output per segment (fp16)
+========================  ==========================  ==============================================
+``tbn_rgb``               ``--video`` or ``--frames``  ``[P, 1024, h, w]`` ``inception_5b_output``
+``tbn_flow``              ``--flow``                  ``[P, 1024, h, w]`` (5-pair flow stack)
+``tbn_audio``             ``--video`` (sound track)   ``[P, 1024]`` (8x8 map averaged)
+``tbn_crop_rgb``          frames + ``--crops``        ``[P, 1024, h, w]`` on the hand-object crop
+``tbn_crop_flow``         ``--flow`` + ``--crops``    ``[P, 1024, h, w]`` on the crop
+``i3d_rgb``/``i3d_flow``  frames / ``--flow``         ``[P, 1024, h, w]``: ``Mixed_5c`` of a
+                                                      ``clip_length`` clip, averaged over time
+========================  ==========================  ==============================================
+
+h = w = 7 at input 224. The crop streams use the TBN fine-tuned on full frames (it never saw
+crops), the same ``--checkpoint`` as ``tbn_rgb``. Segments: every row of every annotation split
+file present in ``data.annotations_dir`` whose video is this one (a narration id listed in two
+splits must have the same frames), sorted by start frame; positions are
+:func:`m3em.features.segment_positions` (P from ``features.positions``). Input rules (geometry,
+flow stacks, clip padding, short flow archives, NaN) are in :mod:`extractors.backbones.inputs`.
+
+Device: ``features.device``; CUDA requested but absent is an error. On GPU the models run in
+inference mode with autocast (``features.autocast``) and channels-last memory, large batches
+(``features.batch_size`` segment positions), and inputs are decoded in ``features.num_workers``
+worker processes. The CPU runs the same code in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from extractors.audio import AudioConfig
+from extractors.backbones.config import FeaturesConfig, resolve_device
+from extractors.backbones.i3d import I3DTwoStream, normalise_i3d
+from extractors.backbones.inputs import VideoInputs, VideoSpec
+from extractors.backbones.tbn import TBN, Modality, normalise, pool_vector
+from extractors.backbones.weights import CheckpointError, load_strict, read_checkpoint, state_dict_of
+from extractors.detections.config import CropsConfig
+from extractors.flow import FlowConfig
+from extractors.video import DecodeConfig, annotation_fps
+from m3em.annotations import SPLITS, AnnotationError, EpicAnnotations, split_path
+from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.features import feature_path, segment_positions, write_features
+
+log = logging.getLogger("extractors.extract")
+
+#: Backbone of each stream this module extracts.
+STREAM_BACKBONE: dict[str, str] = {
+    "tbn_rgb": "tbn", "tbn_flow": "tbn", "tbn_audio": "tbn", "tbn_crop_rgb": "tbn", "tbn_crop_flow": "tbn",
+    "i3d_rgb": "i3d", "i3d_flow": "i3d",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments
+
+
+def video_segments(ann: EpicAnnotations, video_id: str) -> pd.DataFrame:
+    """Every segment of ``video_id`` over all split files present (narration_id, start_frame, stop_frame)."""
+    parts = []
+    for split in SPLITS:
+        try:
+            path = split_path(ann.root, split)
+        except AnnotationError:
+            continue  # optional splits (source_val/test) may be absent
+        df = ann.split(split)
+        df = df[df["video_id"] == video_id]
+        if len(df):
+            parts.append(df[["narration_id", "start_frame", "stop_frame"]].assign(split=split, file=str(path)))
+    if not parts:
+        raise AnnotationError(f"{ann.root}: video {video_id!r} has no segment in any split file")
+    seg = pd.concat(parts, ignore_index=True)
+    dup = seg[seg.duplicated("narration_id", keep=False)]
+    for nid, g in dup.groupby("narration_id"):
+        if g[["start_frame", "stop_frame"]].drop_duplicates().shape[0] > 1:
+            raise AnnotationError(f"narration {nid!r} has different frames in {sorted(g['file'])}")
+    seg = seg.drop_duplicates("narration_id").sort_values(["start_frame", "narration_id"], kind="stable")
+    bad = seg[seg["stop_frame"] < seg["start_frame"]]
+    if len(bad):
+        raise AnnotationError(f"segment {bad.iloc[0]['narration_id']!r}: stop_frame < start_frame")
+    return seg.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+class PositionDataset(Dataset):
+    """Segment ``i`` -> ``{stream: (P, ...) array}`` for the requested streams (uint8 / float32)."""
+
+    def __init__(self, spec: VideoSpec, segments: pd.DataFrame, positions: np.ndarray, streams: Sequence[str],
+                 size: int, clip_length: int) -> None:
+        self.spec = spec
+        self.bounds = segments[["start_frame", "stop_frame"]].to_numpy(np.int64)
+        self.positions = positions
+        self.streams = tuple(streams)
+        self.size = size
+        self.clip_length = clip_length
+        self._inputs: VideoInputs | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_inputs"] = None  # each worker opens its own decoders
+        return state
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        if self._inputs is None:
+            self._inputs = VideoInputs(self.spec)
+        v, pos, (start, stop) = self._inputs, self.positions[i], self.bounds[i]
+        out = {}
+        for s in self.streams:
+            if s == "tbn_rgb":
+                out[s] = v.rgb(pos, self.size)
+            elif s == "tbn_crop_rgb":
+                out[s] = v.rgb(pos, self.size, crop=True)
+            elif s == "tbn_flow":
+                out[s] = v.flow_stack(pos, self.size)
+            elif s == "tbn_crop_flow":
+                out[s] = v.flow_stack(pos, self.size, crop=True)
+            elif s == "tbn_audio":
+                out[s] = v.spectrogram(pos)
+            elif s == "i3d_rgb":
+                out[s] = v.rgb_clips(pos, int(start), int(stop), self.clip_length, self.size)
+            elif s == "i3d_flow":
+                out[s] = v.flow_clips(pos, int(start), int(stop), self.clip_length, self.size)
+            else:
+                raise ValueError(f"unknown stream {s!r}")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def load_backbone(checkpoint: Path) -> tuple[torch.nn.Module, dict]:
+    """The fine-tuned model of a ``extractors.finetune`` checkpoint (strict) and its meta."""
+    obj = read_checkpoint(checkpoint)
+    meta = obj.get("meta")
+    if not isinstance(meta, Mapping) or "backbone" not in meta:
+        raise CheckpointError(f"{checkpoint}: no 'meta' with the backbone; write checkpoints with extractors.finetune")
+    if meta["backbone"] == "tbn":
+        modalities = tuple(Modality(m) for m in meta["modalities"])
+        model: torch.nn.Module = TBN(modalities, int(meta["num_verbs"]), int(meta["num_nouns"]))
+    elif meta["backbone"] == "i3d":
+        model = I3DTwoStream(int(meta["num_verbs"]), int(meta["num_nouns"]))
+    else:
+        raise CheckpointError(f"{checkpoint}: unknown backbone {meta['backbone']!r}")
+    load_strict(model, state_dict_of(obj, str(checkpoint)), str(checkpoint))
+    return model.eval(), dict(meta)
+
+
+class StreamRunner:
+    """Runs one backbone's streams on collated uint8/float batches; output fp16 on the CPU.
+
+    Args:
+        model: a :class:`TBN` or :class:`I3DTwoStream` in eval mode.
+        device: where to run.
+        autocast: ``bf16`` / ``fp16`` / ``none`` (GPU only; the CPU runs fp32).
+        channels_last: NHWC / NDHWC memory format on GPU.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, autocast: str = "none",
+                 channels_last: bool = True) -> None:
+        self.device = device
+        self.model = model.to(device).eval()
+        self.channels_last = channels_last and device.type == "cuda"
+        self.amp = device.type == "cuda" and autocast != "none"
+        self.amp_dtype = torch.bfloat16 if autocast == "bf16" else torch.float16
+        if self.channels_last and isinstance(model, TBN):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.channels_last and isinstance(model, I3DTwoStream):
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+
+    @torch.inference_mode()
+    def __call__(self, stream: str, x: torch.Tensor) -> torch.Tensor:
+        """``(N, ...)`` raw inputs of ``stream`` -> ``(N, 1024, h, w)`` / ``(N, 1024)`` fp16 on the CPU."""
+        x = x.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            if STREAM_BACKBONE[stream] == "tbn":
+                if not isinstance(self.model, TBN):
+                    raise CheckpointError(f"stream {stream} needs a TBN checkpoint")
+                m = {"tbn_rgb": Modality.RGB, "tbn_crop_rgb": Modality.RGB, "tbn_flow": Modality.FLOW,
+                     "tbn_crop_flow": Modality.FLOW, "tbn_audio": Modality.SPEC}[stream]
+                if m not in self.model.modalities:
+                    raise CheckpointError(f"stream {stream}: the TBN checkpoint has no {m.value} stream")
+                x = normalise(m, x)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = self.model.spatial(m, x)
+                if m is Modality.SPEC:
+                    y = pool_vector(y.float())
+            else:
+                if not isinstance(self.model, I3DTwoStream):
+                    raise CheckpointError(f"stream {stream} needs an I3D checkpoint")
+                net = self.model.rgb if stream == "i3d_rgb" else self.model.flow
+                x = normalise_i3d(x)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                y = net.spatial(x).float().mean(dim=2)  # Mixed_5c averaged over time
+        return y.to(torch.float16).cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def extract(spec: VideoSpec, segments: pd.DataFrame, streams: Sequence[str], runner: StreamRunner,
+            feats: FeaturesConfig, size: int, clip_length: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Features of every segment for each stream; returns ``({stream: [n, P, ...] fp16}, frames [n, P])``."""
+    positions = np.stack([segment_positions(int(a), int(b), feats.positions)
+                          for a, b in segments[["start_frame", "stop_frame"]].to_numpy()])
+    data = PositionDataset(spec, segments, positions, streams, size, clip_length)
+    per_batch = max(1, feats.batch_size // feats.positions)
+    loader = DataLoader(data, batch_size=per_batch, shuffle=False, num_workers=feats.num_workers,
+                        pin_memory=runner.device.type == "cuda", collate_fn=_collate,
+                        prefetch_factor=4 if feats.num_workers > 0 else None)
+    out: dict[str, np.ndarray] = {}
+    row = 0
+    for batch in tqdm(loader, desc=f"{spec.video_id} {'+'.join(streams)}", unit="batch", file=sys.stderr):
+        n = None
+        for s in streams:
+            x = batch[s]
+            n, p = x.shape[:2]
+            y = runner(s, x.reshape(n * p, *x.shape[2:]))
+            y = y.reshape(n, p, *y.shape[1:]).numpy()
+            if s not in out:
+                out[s] = np.empty((len(data), *y.shape[1:]), dtype=np.float16)
+            out[s][row : row + n] = y
+        row += n
+    return out, positions
+
+
+def _collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m extractors.extract", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--video-id", required=True)
+    parser.add_argument("--stream", required=True, action="append", choices=sorted(STREAM_BACKBONE),
+                        help="repeatable; all streams of one job share one backbone")
+    parser.add_argument("--out", action="append", type=Path, default=None,
+                        help="output file per --stream, same order (default: features.features_dir/<stream>/<video>.safetensors)")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="extractors.finetune checkpoint of the backbone")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--video", type=Path, help="video file (RGB frames unless --frames; the sound track for tbn_audio)")
+    src.add_argument("--frames", type=Path, help="official frame archive (tar of frame_%%010d.jpg)")
+    parser.add_argument("--flow", type=Path, help="flow archive (u/, v/ frame_%%010d.jpg)")
+    parser.add_argument("--crops", type=Path, help="crop table (Parquet) for the crop streams")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run(args)
+    except (ConfigError, CheckpointError, AnnotationError, ValueError, RuntimeError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """The CLI's work (see :func:`main`); returns the written files."""
+    cfg: dict[str, Any] = load_config(args.config)
+    feats = build_dataclass(FeaturesConfig, cfg["features"], "features")
+    decode = build_dataclass(DecodeConfig, cfg.get("decode", {}), "decode")
+    flow = build_dataclass(FlowConfig, cfg.get("flow", {}), "flow")
+    audio = build_dataclass(AudioConfig, cfg.get("audio", {}), "audio")
+    crops = build_dataclass(CropsConfig, cfg.get("crops", {}), "crops")
+    streams = list(args.stream)
+    if len(set(streams)) != len(streams):
+        raise ConfigError(f"--stream given twice: {streams}")
+    backbones = {STREAM_BACKBONE[s] for s in streams}
+    if len(backbones) != 1:
+        raise ConfigError(f"one job extracts streams of one backbone; got {streams}")
+    if args.out is not None and len(args.out) != len(streams):
+        raise ConfigError(f"give one --out per --stream ({len(streams)} streams, {len(args.out)} outputs)")
+    outs = list(args.out) if args.out is not None else [feature_path(feats.features_dir, s, args.video_id) for s in streams]
+    needs_frames = any(s in ("tbn_rgb", "tbn_crop_rgb", "i3d_rgb") for s in streams)
+    if needs_frames and args.video is None and args.frames is None:
+        raise ConfigError(f"streams {streams} need RGB frames: give --video or --frames")
+    if "tbn_audio" in streams and args.video is None:
+        raise ConfigError("tbn_audio needs the video file (--video) for its sound track")
+    if any(s.endswith("flow") for s in streams) and args.flow is None:
+        raise ConfigError(f"streams {streams} need --flow")
+    if any("_crop_" in s for s in streams) and args.crops is None:
+        raise ConfigError(f"streams {streams} need --crops")
+
+    device = resolve_device(feats.device)
+    t0 = time.perf_counter()
+    model, meta = load_backbone(args.checkpoint)
+    if meta["backbone"] != next(iter(backbones)):
+        raise CheckpointError(f"{args.checkpoint}: a {meta['backbone']} checkpoint cannot extract {streams}")
+    runner = StreamRunner(model, device, feats.autocast, feats.channels_last)
+    ann = EpicAnnotations.open(cfg["data"]["annotations_dir"])
+    segments = video_segments(ann, args.video_id)
+    spec = VideoSpec(
+        video_id=args.video_id, fps=annotation_fps(args.video_id, ann.fps(args.video_id), decode.annotation_fps),
+        video_path=args.video, frames_archive=args.frames, flow_path=args.flow, crops_path=args.crops,
+        decode_height=decode.height, flow_stride=flow.stride, flow_dilation=flow.dilation, flow_box=crops.flow_box,
+        audio=audio,
+    )
+    features, positions = extract(spec, segments, streams, runner, feats, int(meta["input_size"]), int(meta["clip_length"]))
+    nids = segments["narration_id"].astype(str).tolist()
+    for s, out in zip(streams, outs):
+        producer = {"backbone": meta["backbone"], "checkpoint": str(args.checkpoint), "checkpoint_epoch": meta.get("epoch"),
+                    "input_size": meta["input_size"], "device": str(device),
+                    "autocast": feats.autocast if device.type == "cuda" else "none"}
+        if s.startswith("i3d"):
+            producer["clip_length"] = meta["clip_length"]
+        write_features(out, features[s], nids, positions, stream=s, video_id=args.video_id, producer=producer)
+    log.info("%s: %d segments x %d positions, streams %s in %.1f s (%s)", args.video_id, len(segments), feats.positions,
+             streams, time.perf_counter() - t0, json.dumps([str(o) for o in outs]))
+    return outs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

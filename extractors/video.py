@@ -1,0 +1,375 @@
+"""Frame sources: RGB frames by 1-based *annotation* frame number, from a video file or an archive.
+
+Every stage that needs pixels (flow, detection, backbones) reads them through one interface,
+:class:`FrameSource`, built by :func:`open_frames`::
+
+    src = open_frames("P01_101", fps=50.0, height=256, video_path="videos/P01_101.MP4")
+    src.n_frames                     # annotation frames in the video
+    src.size                         # (width, height) of the returned frames, e.g. (456, 256)
+    x = src.get([1, 2, 500])         # (3, 256, 456, 3) uint8 RGB
+
+Two implementations stand behind it:
+
+* :class:`VideoFrameSource` decodes the video with decord. Annotation frame ``n`` is the decoded
+  frame whose presentation time is nearest to ``(n - 1) / fps`` (DESIGN section 3), where
+  ``fps`` is the *annotation* frame rate (:func:`annotation_fps`) and times are counted from the
+  first decoded frame; a tie goes to the earlier frame (what ffmpeg's ``-r`` resampling shows at
+  that instant). This works for variable-frame-rate files and for files whose container rate
+  differs from the annotation rate: frames are duplicated or skipped exactly as when EPIC
+  extracted its JPEGs with ``ffmpeg -r 60`` / ``-r 50``. Frames are scaled by decord (ffmpeg
+  swscale) to height ``H`` keeping the aspect ratio, the width rounded to an even number as
+  ffmpeg's ``scale=-2:H`` does (1920x1080 -> 456x256).
+* :class:`ArchiveFrameSource` reads an official frame archive (a tar of 1-based
+  ``frame_%010d.jpg``, e.g. ``P01/rgb_frames/P01_101.tar``): file ``frame_n`` *is* annotation
+  frame ``n``.
+
+Errors (missing, empty, truncated or corrupt files, frame numbers past the end) raise
+:class:`FrameSourceError` with the file name in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tarfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+#: ``decode.annotation_fps`` values. ``table``: the fps column of the video table *is* the
+#: annotation rate (the demo, and any dataset whose table lists it). ``epic_release``: EPIC's
+#: released frames were resampled to 60 fps for EPIC-55 videos (``PXX_YY``) and 50 fps for the
+#: extension (``PXX_1YY``), whatever the container says (59.94, 29.97, 48, 90 in
+#: ``EPIC_100_video_info.csv``); the annotation frame numbers follow the released frames
+#: (stop_frame / stop_timestamp is 60.00 and 50.00 on the official splits).
+ANNOTATION_FPS_RULES: tuple[str, ...] = ("table", "epic_release")
+
+_FRAME_NAME = re.compile(r"(?:^|/)frame_(\d+)\.jpe?g$")
+_EPIC_VIDEO_ID = re.compile(r"P\d{2}_(\d{2,3})")
+
+
+class FrameSourceError(RuntimeError):
+    """A video or frame archive that cannot give the requested frames; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """The ``decode:`` config section.
+
+    Attributes:
+        height: output frame height in pixels (EPIC: 256, giving 456x256 for 16:9 video).
+        batch_size: frames decoded per call by streaming consumers (memory vs. seek overhead).
+        annotation_fps: rule giving the annotation frame rate, one of :data:`ANNOTATION_FPS_RULES`.
+        threads: decoder threads (0: decord's automatic choice).
+    """
+
+    height: int = 256
+    batch_size: int = 64
+    annotation_fps: str = "table"
+    threads: int = 0
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """RGB frames of one video addressed by 1-based annotation frame number.
+
+    Attributes:
+        video_id: the video's id (e.g. ``P01_101``).
+        path: the file frames come from.
+        fps: annotation frame rate (frame ``n`` is at time ``(n - 1) / fps``).
+        n_frames: number of annotation frames; valid frame numbers are ``1..n_frames``.
+        size: ``(width, height)`` of the frames :meth:`get` returns.
+    """
+
+    video_id: str
+    path: Path
+    fps: float
+    n_frames: int
+    size: tuple[int, int]
+
+    def get(self, frame_numbers: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frames ``frame_numbers`` (any order, repeats allowed) as ``(N, H, W, 3)`` uint8 RGB."""
+        ...
+
+
+def annotation_fps(video_id: str, table_fps: float, rule: str) -> float:
+    """The annotation frame rate of ``video_id`` under ``rule`` (see :data:`ANNOTATION_FPS_RULES`).
+
+    Args:
+        video_id: the video id.
+        table_fps: the fps column of the video table (``EpicAnnotations.videos``).
+        rule: ``table`` or ``epic_release``.
+    """
+    if rule == "table":
+        if not table_fps > 0:
+            raise FrameSourceError(f"{video_id}: video table fps must be positive, got {table_fps}")
+        return float(table_fps)
+    if rule == "epic_release":
+        m = _EPIC_VIDEO_ID.fullmatch(video_id)
+        if m is None:
+            raise FrameSourceError(
+                f"{video_id}: annotation_fps rule 'epic_release' needs an EPIC video id (PXX_YY or PXX_1YY)"
+            )
+        return 50.0 if len(m.group(1)) == 3 else 60.0
+    raise FrameSourceError(f"unknown annotation_fps rule {rule!r}; known: {list(ANNOTATION_FPS_RULES)}")
+
+
+def output_size(width: int, height: int, target_height: int) -> tuple[int, int]:
+    """``(W, H)`` after scaling ``width x height`` to ``target_height`` keeping the aspect ratio.
+
+    The width is rounded to the nearest even number like ffmpeg's ``scale=-2:H``
+    (``2 * round(H * width / (2 * height))``, halves rounded up): 1920x1080 -> 456x256,
+    1920x1440 -> 342x256.
+    """
+    if width <= 0 or height <= 0 or target_height <= 0:
+        raise ValueError(f"sizes must be positive, got {width}x{height} -> height {target_height}")
+    half = (target_height * width) / (2 * height)
+    return max(2, 2 * int(np.floor(half + 0.5))), int(target_height)
+
+
+def nearest_frame_indices(timestamps: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the frame whose time is nearest to each of ``times``; ties go to the earlier frame.
+
+    Args:
+        timestamps: ``(F,)`` non-decreasing presentation times of the decoded frames (seconds).
+        times: ``(N,)`` query times (seconds).
+
+    Returns:
+        ``(N,)`` int64 indices into ``timestamps``.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    right = np.clip(np.searchsorted(ts, t, side="right"), 1, len(ts) - 1) if len(ts) > 1 else None
+    if right is None:
+        return np.zeros(t.shape, dtype=np.int64)
+    left = right - 1
+    # 1 microsecond of slack so that float noise in container timestamps never breaks a tie
+    # towards the later frame.
+    take_right = (ts[right] - t) < (t - ts[left]) - 1e-6
+    return np.where(take_right, right, left).astype(np.int64)
+
+
+def _check_numbers(frame_numbers: Sequence[int] | np.ndarray, n_frames: int, path: Path) -> np.ndarray:
+    arr = np.asarray(frame_numbers)
+    if arr.ndim != 1:
+        raise FrameSourceError(f"{path}: frame numbers must be a 1-D sequence, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise FrameSourceError(f"{path}: frame numbers must be integers, got {arr[:5].tolist()}...")
+    arr = arr.astype(np.int64)
+    bad = (arr < 1) | (arr > n_frames)
+    if bad.any():
+        raise FrameSourceError(
+            f"{path}: frame number(s) {arr[bad][:5].tolist()} outside 1..{n_frames} "
+            f"(the video has {n_frames} annotation frames)"
+        )
+    return arr
+
+
+class VideoFrameSource:
+    """Frames of a video file decoded with decord (see the module docstring for the mapping).
+
+    Args:
+        path: the video file.
+        video_id: its id.
+        fps: annotation frame rate.
+        height: output height (width follows the aspect ratio, even).
+        threads: decoder threads (0: automatic).
+    """
+
+    def __init__(self, path: str | Path, video_id: str, fps: float, height: int, threads: int = 0) -> None:
+        import decord  # imported here so that archive-only users do not need it
+
+        self.path = Path(path)
+        self.video_id = video_id
+        if not fps > 0:
+            raise FrameSourceError(f"{self.path}: annotation fps must be positive, got {fps}")
+        self.fps = float(fps)
+        if not self.path.is_file():
+            raise FrameSourceError(f"{self.path}: video file not found")
+        if self.path.stat().st_size == 0:
+            raise FrameSourceError(f"{self.path}: video file is empty (0 bytes)")
+        try:
+            probe = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=threads)
+            n_decoded = len(probe)
+            if n_decoded == 0:
+                raise FrameSourceError(f"{self.path}: the video stream has no frames")
+            native_h, native_w = probe[0].shape[:2]
+            stamps = probe.get_frame_timestamp(np.arange(n_decoded))
+            del probe
+            self.size = output_size(native_w, native_h, height)
+            self._reader = decord.VideoReader(
+                str(self.path), ctx=decord.cpu(0), width=self.size[0], height=self.size[1], num_threads=threads
+            )
+        except FrameSourceError:
+            raise
+        except Exception as exc:  # decord raises RuntimeError / DECORDError with ffmpeg's text
+            raise FrameSourceError(f"{self.path}: cannot open video (missing, truncated or corrupt): {exc}") from exc
+        if len(self._reader) != n_decoded:
+            raise FrameSourceError(f"{self.path}: decoder reported {len(self._reader)} then {n_decoded} frames")
+        stamps = np.asarray(stamps, dtype=np.float64).reshape(n_decoded, 2)
+        start = stamps[:, 0]
+        if np.any(np.diff(start) < 0):
+            raise FrameSourceError(f"{self.path}: frame timestamps are not increasing; cannot map frame numbers")
+        t0 = start[0]
+        #: ``(F,)`` presentation time of each decoded frame, seconds from the first frame.
+        self.timestamps = start - t0
+        end = stamps[-1, 1] - t0
+        if not end > self.timestamps[-1]:  # unknown last-frame duration: assume the median step
+            step = float(np.median(np.diff(self.timestamps))) if n_decoded > 1 else 1.0 / self.fps
+            end = self.timestamps[-1] + step
+        #: end of the last frame (seconds from the first frame).
+        self.duration = float(end)
+        # Annotation frame n exists while its time (n-1)/fps falls before the end of the video.
+        self.n_frames = int(np.ceil(self.duration * self.fps - 1e-6))
+
+    def frame_indices(self, frame_numbers: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Decoded-frame index (0-based) shown at each annotation frame number; ``(N,)`` int64."""
+        arr = _check_numbers(frame_numbers, self.n_frames, self.path)
+        return nearest_frame_indices(self.timestamps, (arr - 1) / self.fps)
+
+    def get(self, frame_numbers: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frames ``frame_numbers`` as ``(N, H, W, 3)`` uint8 RGB (see :class:`FrameSource`)."""
+        idx = self.frame_indices(frame_numbers)
+        w, h = self.size
+        if idx.size == 0:
+            return np.zeros((0, h, w, 3), dtype=np.uint8)
+        unique, inverse = np.unique(idx, return_inverse=True)
+        try:
+            batch = self._reader.get_batch(unique.tolist()).asnumpy()
+        except Exception as exc:
+            raise FrameSourceError(
+                f"{self.path}: decoding frames {unique[:3].tolist()}... failed (truncated or corrupt video): {exc}"
+            ) from exc
+        if batch.shape != (len(unique), h, w, 3):
+            raise FrameSourceError(f"{self.path}: decoder returned shape {batch.shape}, expected {(len(unique), h, w, 3)}")
+        return np.ascontiguousarray(batch[inverse.reshape(-1)])
+
+    def __repr__(self) -> str:
+        return f"VideoFrameSource({self.path}, fps={self.fps}, n_frames={self.n_frames}, size={self.size})"
+
+
+def _open_tar(path: Path, what: str) -> tarfile.TarFile:
+    if not path.is_file():
+        raise FrameSourceError(f"{path}: {what} not found")
+    try:
+        return tarfile.open(path, mode="r:*")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise FrameSourceError(f"{path}: unreadable {what} (not a tar archive, truncated or corrupt): {exc}") from exc
+
+
+class ArchiveFrameSource:
+    """Frames from an official RGB frame archive: a tar of 1-based ``frame_%010d.jpg`` (any folder prefix).
+
+    Args:
+        path: the tar file.
+        video_id: its video id.
+        fps: annotation frame rate (frame ``n`` of the archive is annotation frame ``n``).
+        height: output height; frames of another height are resized (INTER_AREA, even width).
+            ``None`` keeps the archive's size.
+    """
+
+    def __init__(self, path: str | Path, video_id: str, fps: float, height: int | None = None) -> None:
+        self.path = Path(path)
+        self.video_id = video_id
+        self.fps = float(fps)
+        self._tar = _open_tar(self.path, "frame archive")
+        try:
+            members = self._tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise FrameSourceError(f"{self.path}: unreadable frame archive (truncated or corrupt): {exc}") from exc
+        self._members: dict[int, tarfile.TarInfo] = {}
+        for m in members:
+            match = _FRAME_NAME.search(m.name)
+            if m.isfile() and match:
+                self._members[int(match.group(1))] = m
+        if not self._members:
+            raise FrameSourceError(f"{self.path}: frame archive holds no frame_%010d.jpg files")
+        self.n_frames = max(self._members)
+        if len(self._members) != self.n_frames or min(self._members) != 1:
+            missing = sorted(set(range(1, self.n_frames + 1)) - set(self._members))[:5]
+            raise FrameSourceError(f"{self.path}: frame archive is not contiguous from 1: missing frame(s) {missing}")
+        first = self._decode(1)
+        self._native = (first.shape[1], first.shape[0])
+        self.size = self._native if height is None else output_size(first.shape[1], first.shape[0], height)
+
+    def _decode(self, n: int) -> np.ndarray:
+        member = self._members[n]
+        try:
+            data = self._tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError, AttributeError) as exc:
+            raise FrameSourceError(f"{self.path}: cannot read {member.name} (truncated archive?): {exc}") from exc
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FrameSourceError(f"{self.path}: {member.name} is not a readable JPEG")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def get(self, frame_numbers: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frames ``frame_numbers`` as ``(N, H, W, 3)`` uint8 RGB (see :class:`FrameSource`)."""
+        arr = _check_numbers(frame_numbers, self.n_frames, self.path)
+        w, h = self.size
+        out = np.empty((len(arr), h, w, 3), dtype=np.uint8)
+        cache: dict[int, np.ndarray] = {}
+        for i, n in enumerate(arr.tolist()):
+            if n not in cache:
+                img = self._decode(n)
+                if (img.shape[1], img.shape[0]) != self._native:
+                    raise FrameSourceError(f"{self.path}: frame {n} is {img.shape[1]}x{img.shape[0]}, "
+                                           f"frame 1 is {self._native[0]}x{self._native[1]}")
+                if self.size != self._native:
+                    img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+                cache[n] = img
+            out[i] = cache[n]
+        return out
+
+    def close(self) -> None:
+        self._tar.close()
+
+    def __repr__(self) -> str:
+        return f"ArchiveFrameSource({self.path}, fps={self.fps}, n_frames={self.n_frames}, size={self.size})"
+
+
+def open_frames(
+    video_id: str,
+    *,
+    fps: float,
+    height: int | None,
+    video_path: str | Path | None = None,
+    frames_archive: str | Path | None = None,
+    threads: int = 0,
+) -> FrameSource:
+    """Open the frames of one video from exactly one of a video file or an official frame archive.
+
+    Args:
+        video_id: the video id.
+        fps: annotation frame rate (:func:`annotation_fps`).
+        height: output frame height (required for video files; ``None`` keeps an archive's size).
+        video_path: a video file decodable by ffmpeg (MP4/H.264/HEVC...).
+        frames_archive: a tar of ``frame_%010d.jpg``.
+        threads: decoder threads for video files.
+    """
+    if (video_path is None) == (frames_archive is None):
+        raise ValueError(f"{video_id}: give exactly one of video_path and frames_archive")
+    if video_path is not None:
+        if height is None:
+            raise ValueError(f"{video_id}: decoding a video file needs an output height")
+        return VideoFrameSource(video_path, video_id, fps, height, threads=threads)
+    return ArchiveFrameSource(frames_archive, video_id, fps, height)
+
+
+def iter_frame_batches(
+    source: FrameSource, frame_numbers: Sequence[int] | np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(numbers, frames)`` chunks of at most ``batch_size`` frames, in the given order.
+
+    ``frames`` is ``(n, H, W, 3)`` uint8; memory stays bounded by one chunk.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    arr = np.asarray(frame_numbers, dtype=np.int64)
+    for i in range(0, len(arr), batch_size):
+        chunk = arr[i : i + batch_size]
+        yield chunk, source.get(chunk)

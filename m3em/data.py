@@ -1,0 +1,332 @@
+"""Feature datasets: clips of one annotation split, read from the feature files.
+
+Two sources give the same items:
+
+* :class:`FeatureSplit` reads the per-(video, stream) feature files of the contract in
+  :mod:`m3em.features` (fp16, memory-mapped; one segment is read at a time, a split is never held
+  in RAM).
+* :class:`ArraySplit` wraps in-memory arrays, e.g. the organisers' pooled EPIC-100 features
+  (``[N, 25, 1024]`` per modality; then every map is 1x1 and M3EM's consensus is skipped).
+
+Rows are joined to the annotations by narration id. Each item is ``(inputs, verb, noun, index)``
+with ``inputs[modality]`` a float16 array ``(P, c, h, w)`` (spatial) or ``(P, c)`` (vector), and
+labels ``-1`` for unlabelled splits. When a file stores more positions than the model uses (the
+official features store 25), ``P`` positions are picked TSN-style at the centre of ``P`` equal
+chunks ([2, 7, 12, 17, 22] for 25 -> 5), exactly as the reference TA3N does in training *and*
+testing (no temporal jitter; ``jitter=True`` is an option that departs from the reference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from m3em.features import SPATIAL_STREAMS, FeatureFile, feature_path
+
+
+class FeatureDataError(ValueError):
+    """Features that do not fit the annotations or the config; the message names the file and key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityInput:
+    """A modality as the data layer needs it: its name, stream, channel count and config key."""
+
+    name: str
+    stream: str
+    channels: int
+    where: str  # config key, e.g. "models.B.modalities.object", for error messages
+
+
+def select_positions(stored: int, wanted: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Which of ``stored`` positions to use for ``wanted``: the centre of each of ``wanted`` chunks.
+
+    With ``rng`` a random position inside each chunk is taken instead (temporal jitter, not in
+    the reference).
+    """
+    if stored < wanted:
+        raise ValueError(f"{stored} stored positions cannot give {wanted}")
+    if stored == wanted:
+        return np.arange(wanted)
+    tick = stored / wanted
+    if rng is None:
+        return np.array([int(tick / 2.0 + tick * x) for x in range(wanted)], dtype=np.int64)
+    starts = np.array([int(tick * x) for x in range(wanted)] + [stored])
+    return np.array([rng.integers(starts[x], max(starts[x + 1], starts[x] + 1)) for x in range(wanted)], dtype=np.int64)
+
+
+def _labels(annotations: pd.DataFrame, labelled: bool) -> tuple[np.ndarray, np.ndarray]:
+    n = len(annotations)
+    if labelled:
+        return (annotations["verb_class"].to_numpy(np.int64), annotations["noun_class"].to_numpy(np.int64))
+    return np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+
+
+class _ClipDataset(torch.utils.data.Dataset):
+    """Common part: narration ids, labels, position choice."""
+
+    narration_ids: list[str]
+    verb: np.ndarray
+    noun: np.ndarray
+    positions: int
+    jitter: bool
+    seed: int
+    epoch: int = 0
+    spatial: dict[str, bool]
+    shapes: dict[str, tuple[int, ...]]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch number for the jitter RNG (each (seed, epoch, item) has its own stream)."""
+        self.epoch = epoch
+
+    def _positions(self, stored: int, index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self.epoch, index)) if self.jitter else None
+        return select_positions(stored, self.positions, rng)
+
+    def __len__(self) -> int:
+        return len(self.narration_ids)
+
+
+class FeatureSplit(_ClipDataset):
+    """The clips of one split, read from ``<features_dir>/<stream>/<video_id>.safetensors``.
+
+    Args:
+        features_dir: root of the feature files.
+        annotations: the split's table (``narration_id``, ``video_id`` [, ``verb_class``, ``noun_class``]).
+        modalities: what to read.
+        positions: ``P``.
+        labelled: whether labels are returned (else -1).
+        jitter: random position within each chunk (only when files store more than ``P``).
+        seed: seed of the jitter.
+        split_name: for error messages.
+
+    Every check that needs no feature values runs here, before any training: each file exists,
+    holds every narration id of its video, has the configured channels and enough positions,
+    and all files of a modality have one map size. :meth:`check_finite` reads the values.
+    """
+
+    MAX_OPEN = 256  # open (memory-mapped) files kept per process
+
+    def __init__(
+        self,
+        features_dir: str | Path,
+        annotations: pd.DataFrame,
+        modalities: Sequence[ModalityInput],
+        *,
+        positions: int,
+        labelled: bool,
+        jitter: bool = False,
+        seed: int = 0,
+        split_name: str = "<split>",
+    ) -> None:
+        self.features_dir = Path(features_dir)
+        self.modalities = list(modalities)
+        self.positions = positions
+        self.jitter = jitter
+        self.seed = seed
+        self.split_name = split_name
+        self.narration_ids = annotations["narration_id"].astype(str).tolist()
+        self.verb, self.noun = _labels(annotations, labelled)
+        videos = annotations["video_id"].astype(str).to_numpy()
+        self.paths: dict[str, list[Path]] = {}
+        self.file_index: dict[str, np.ndarray] = {}
+        self.rows: dict[str, np.ndarray] = {}
+        self.shapes = {}
+        self.stored_positions: dict[str, int] = {}
+        self._open: OrderedDict[Path, FeatureFile] = OrderedDict()
+        unique_videos = list(dict.fromkeys(videos))
+        for m in self.modalities:
+            paths, rows, fidx = [], np.empty(len(videos), np.int64), np.empty(len(videos), np.int64)
+            shape = None
+            for vi, video in enumerate(unique_videos):
+                path = feature_path(self.features_dir, m.stream, video)
+                if not path.exists():
+                    raise FeatureDataError(
+                        f"{path}: feature file not found for modality {m.name!r} ({m.where}.stream = {m.stream!r}) "
+                        f"of split {split_name}"
+                    )
+                ff = FeatureFile(path)
+                if ff.stream != m.stream:
+                    raise FeatureDataError(f"{path}: metadata 'stream' is {ff.stream!r}, expected {m.stream!r}")
+                fshape = ff.shape[1:]
+                if len(fshape) not in (2, 4):
+                    raise FeatureDataError(f"{path}: features have shape {ff.shape}, expected [n, P, C(, h, w)]")
+                if fshape[1] != m.channels:
+                    raise FeatureDataError(
+                        f"{path}: 'features' has {fshape[1]} channels but {m.where}.channels = {m.channels}"
+                    )
+                if fshape[0] < positions:
+                    raise FeatureDataError(f"{path}: 'features' stores {fshape[0]} positions, train.positions = {positions}")
+                if shape is None:
+                    shape = fshape
+                elif fshape != shape:
+                    raise FeatureDataError(
+                        f"{path}: 'features' rows have shape {fshape}, other files of stream {m.stream} have {shape}"
+                    )
+                sel = np.flatnonzero(videos == video)
+                for i in sel:
+                    nid = self.narration_ids[i]
+                    if nid not in ff.row_of:
+                        raise FeatureDataError(
+                            f"{path}: narration id {nid!r} of split {split_name} is missing from 'narration_ids'"
+                        )
+                    rows[i] = ff.row_of[nid]
+                    fidx[i] = vi
+                paths.append(path)
+            self.paths[m.name] = paths
+            self.rows[m.name] = rows
+            self.file_index[m.name] = fidx
+            if shape is None:  # empty split
+                shape = (positions, m.channels) + ((1, 1) if m.stream in SPATIAL_STREAMS else ())
+            self.stored_positions[m.name] = shape[0]
+            self.shapes[m.name] = (positions,) + tuple(shape[1:])
+        self.spatial = {m.name: len(self.shapes[m.name]) == 4 and self.shapes[m.name][2] * self.shapes[m.name][3] > 1
+                        for m in self.modalities}
+
+    def __getstate__(self) -> dict:
+        # Memory-mapped handles do not cross process boundaries: workers reopen what they read.
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        return state
+
+    def _file(self, path: Path) -> FeatureFile:
+        ff = self._open.get(path)
+        if ff is None:
+            ff = FeatureFile(path)
+            self._open[path] = ff
+            if len(self._open) > self.MAX_OPEN:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(path)
+        return ff
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], int, int, int]:
+        inputs = {}
+        for m in self.modalities:
+            ff = self._file(self.paths[m.name][self.file_index[m.name][index]])
+            row = ff[int(self.rows[m.name][index])]  # (P_stored, c[, h, w]) float16, one segment
+            inputs[m.name] = np.ascontiguousarray(row[self._positions(row.shape[0], index)])
+        return inputs, int(self.verb[index]), int(self.noun[index]), index
+
+    def check_finite(self, chunk: int = 64, progress: bool = True) -> None:
+        """Read every feature file once (``chunk`` rows at a time) and fail on NaN or inf.
+
+        Raises:
+            FeatureDataError: naming the file, the stream and the first bad narration id.
+        """
+        todo = [(m, p) for m in self.modalities for p in self.paths[m.name]]
+        for m, path in tqdm(todo, desc=f"checking {self.split_name} features", disable=not progress, leave=False):
+            ff = FeatureFile(path)
+            for start in range(0, len(ff), chunk):
+                block = np.stack([ff[i] for i in range(start, min(start + chunk, len(ff)))])
+                ok = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
+                if not ok.all():
+                    bad = start + int(np.flatnonzero(~ok)[0])
+                    raise FeatureDataError(
+                        f"{path}: 'features' of stream {m.stream} contain NaN or inf "
+                        f"(narration id {ff.narration_ids[bad]!r})"
+                    )
+
+
+class ArraySplit(_ClipDataset):
+    """The clips of one split from in-memory arrays (e.g. the official pooled features).
+
+    Args:
+        arrays: per modality name, ``(N, P_stored, c)`` or ``(N, P_stored, c, h, w)`` arrays.
+        narration_ids: the ``N`` ids of the array rows.
+        annotations, positions, labelled, jitter, seed, split_name: as for :class:`FeatureSplit`.
+        source: file the arrays came from, for error messages.
+        channels: expected channels per modality (checked).
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        narration_ids: Sequence[str],
+        annotations: pd.DataFrame,
+        *,
+        positions: int,
+        labelled: bool,
+        channels: Mapping[str, int] | None = None,
+        jitter: bool = False,
+        seed: int = 0,
+        split_name: str = "<split>",
+        source: str = "<arrays>",
+    ) -> None:
+        self.arrays = dict(arrays)
+        self.positions = positions
+        self.jitter = jitter
+        self.seed = seed
+        self.narration_ids = annotations["narration_id"].astype(str).tolist()
+        self.verb, self.noun = _labels(annotations, labelled)
+        row_of = {str(n): i for i, n in enumerate(narration_ids)}
+        missing = [n for n in self.narration_ids if n not in row_of]
+        if missing:
+            raise FeatureDataError(
+                f"{source}: narration id {missing[0]!r} of split {split_name} is missing from 'narration_ids' "
+                f"({len(missing)} missing in all)"
+            )
+        self.rows = np.array([row_of[n] for n in self.narration_ids], dtype=np.int64)
+        self.shapes = {}
+        for name, arr in self.arrays.items():
+            if arr.shape[0] != len(narration_ids) or arr.ndim not in (3, 5):
+                raise FeatureDataError(
+                    f"{source}: features of {name!r} have shape {arr.shape}, expected [{len(narration_ids)}, P, C(, h, w)]"
+                )
+            if channels is not None and arr.shape[2] != channels[name]:
+                raise FeatureDataError(f"{source}: features of {name!r} have {arr.shape[2]} channels, expected {channels[name]}")
+            if arr.shape[1] < positions:
+                raise FeatureDataError(f"{source}: features of {name!r} store {arr.shape[1]} positions, need {positions}")
+            self.shapes[name] = (positions,) + tuple(arr.shape[2:])
+        self.spatial = {n: len(s) == 4 and s[2] * s[3] > 1 for n, s in self.shapes.items()}
+
+    def check_finite(self, chunk: int = 64, progress: bool = True) -> None:
+        """Fail on NaN or inf in the rows this split uses, naming the modality and narration id."""
+        del progress
+        for name, arr in self.arrays.items():
+            for start in range(0, len(self.rows), chunk):
+                block = np.asarray(arr[self.rows[start:start + chunk]])
+                ok = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
+                if not ok.all():
+                    bad = start + int(np.flatnonzero(~ok)[0])
+                    raise FeatureDataError(
+                        f"features of {name!r} contain NaN or inf (narration id {self.narration_ids[bad]!r})"
+                    )
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], int, int, int]:
+        row = int(self.rows[index])
+        inputs = {}
+        for name, arr in self.arrays.items():
+            clip = np.asarray(arr[row])
+            inputs[name] = np.ascontiguousarray(clip[self._positions(clip.shape[0], index)]).astype(np.float16)
+        return inputs, int(self.verb[index]), int(self.noun[index]), index
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, *, shuffle: bool, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Index batches of one epoch: a permutation from ``(seed, epoch)`` (so a resumed run sees the
+    same order), cut into global batches of ``batch_size``, each split across ``world`` ranks."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [b[rank::world] for b in batches]
+
+
+def make_loader(dataset: torch.utils.data.Dataset, batches: list[list[int]], num_workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader over precomputed index batches (no RNG of its own is consumed)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -1,0 +1,345 @@
+"""M3EM (Multi-Modal Mutual Enhancement Module) on top of TA3N, and the late-fusion action model.
+
+M3EM (Yang et al., EPIC@CVPR 2021 technical report, arXiv 2106.10026) sits between the backbone
+features and TA3N and works per sampled frame:
+
+* **SMR** (Semantic Mutual Refinement), for every modality ``M`` with map ``F_M (c, h, w)``
+  (vector modalities have ``h = w = 1``): ``f_M = GAP(F_M)``; self gate
+  ``ts_M = sigmoid(W2 relu(W1 f_M))``; cross gate ``tc_M = sigmoid(W2' relu(W1' f_in_M))`` where
+  ``f_in_M`` concatenates the pooled vectors of all other modalities; bottleneck ratio ``r``;
+  ``Fr_M = concat(F_M * ts_M, F_M * tc_M)`` with ``2c`` channels.
+* **CMC** (Cross-Modality Consensus), for the spatial pair (RGB, Flow): 1x1 convs map ``Fr_R``
+  and ``Fr_F`` into one latent space; both are downsampled by 2 repeatedly (scales ``k = 0..K``);
+  at each scale the per-position cosine similarity gives ``C^k``, upsampled to ``h x w``; ``C`` is
+  the mean over scales; each modality is pooled with :func:`consensus_weighted_pool`.
+  Other modalities are globally average pooled.
+* **Late fusion**: one TA3N branch per group of modalities (RGB+Flow, Audio, Object), scores
+  fused as ``sum_b w_b s_b / sum_b w_b``.
+
+The ``ta3n`` and ``source_only`` methods use the same :class:`ActionModel` without M3EM: every
+modality is average pooled and concatenated (the reference's early fusion, 3072-d for
+RGB+Flow+Audio) into a single TA3N branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m3em.models.ta3n import TA3N, DomainBetas, TA3NOutput, attentive_entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalitySpec:
+    """One input modality of a model: its name (``rgb``), channel count ``c`` and whether it has maps."""
+
+    name: str
+    channels: int
+    spatial: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchSpec:
+    """One late-fusion TA3N branch: which modalities it concatenates, and its fusion weight."""
+
+    name: str
+    modalities: tuple[str, ...]
+    weight: float
+
+
+class SemanticMutualRefinement(nn.Module):
+    """SMR for a set of modalities.
+
+    Args:
+        modalities: the modalities, in a fixed order.
+        reduction: bottleneck ratio ``r`` of both gates (16).
+
+    Shapes:
+        ``forward({name: (N, c_M, h_M, w_M)})`` -> ``{name: (N, 2 c_M, h_M, w_M)}``.
+
+    With a single modality there is no other modality to exchange with; its cross gate then reads
+    the modality's own pooled vector (a second, independent self gate) so the output keeps ``2c``
+    channels and the downstream sizes do not depend on the number of modalities.
+    """
+
+    def __init__(self, modalities: Sequence[ModalitySpec], reduction: int) -> None:
+        super().__init__()
+        self.names = [m.name for m in modalities]
+        channels = {m.name: m.channels for m in modalities}
+        self.self_gates = nn.ModuleDict()
+        self.cross_gates = nn.ModuleDict()
+        for m in modalities:
+            hidden = max(1, m.channels // reduction)
+            others = sum(channels[n] for n in self.names if n != m.name) or m.channels
+            self.self_gates[m.name] = nn.Sequential(
+                nn.Linear(m.channels, hidden), nn.ReLU(), nn.Linear(hidden, m.channels), nn.Sigmoid()
+            )
+            self.cross_gates[m.name] = nn.Sequential(
+                nn.Linear(others, hidden), nn.ReLU(), nn.Linear(hidden, m.channels), nn.Sigmoid()
+            )
+
+    def forward(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pooled = {n: maps[n].mean(dim=(2, 3)) for n in self.names}  # f_M: (N, c_M)
+        out = {}
+        for n in self.names:
+            others = [pooled[o] for o in self.names if o != n] or [pooled[n]]
+            ts = self.self_gates[n](pooled[n])[:, :, None, None]  # (N, c, 1, 1)
+            tc = self.cross_gates[n](torch.cat(others, dim=1))[:, :, None, None]
+            out[n] = torch.cat([maps[n] * ts, maps[n] * tc], dim=1)  # (N, 2c, h, w)
+        return out
+
+
+def consensus_weighted_pool(features: torch.Tensor, consensus: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Pool a map with the consensus weights: ``sum_ij (1 + C_ij) F_ij / sum_ij (1 + C_ij)``.
+
+    This normalisation (a weighted average with the residual term ``1 + C``, so weights lie in
+    ``[0, 2]`` and never all vanish unless the modalities disagree everywhere) is our reading of
+    the M3EM report; it is kept here, in one place. ``C = 0`` everywhere gives plain global
+    average pooling.
+
+    Args:
+        features: ``(N, C, h, w)``.
+        consensus: ``(N, h, w)`` in ``[-1, 1]``.
+
+    Returns:
+        ``(N, C)``.
+    """
+    weights = (1.0 + consensus).unsqueeze(1)  # (N, 1, h, w)
+    return (features * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + eps)
+
+
+class CrossModalityConsensus(nn.Module):
+    """CMC for one spatial pair.
+
+    Args:
+        channels_a, channels_b: channels of the two refined maps (``2c`` after SMR).
+        latent_channels: size of the shared latent space of the 1x1 convs.
+        num_scales: ``K``; scales ``k = 0..K`` (each a further 2x average-pool downsampling).
+
+    Shapes:
+        ``consensus(a (N, Ca, h, w), b (N, Cb, h, w))`` -> ``C (N, h, w)`` in ``[-1, 1]``;
+        ``forward(a, b)`` -> ``(pooled_a (N, Ca), pooled_b (N, Cb), C (N, h, w))``.
+    """
+
+    def __init__(self, channels_a: int, channels_b: int, latent_channels: int, num_scales: int) -> None:
+        super().__init__()
+        self.proj_a = nn.Conv2d(channels_a, latent_channels, kernel_size=1)
+        self.proj_b = nn.Conv2d(channels_b, latent_channels, kernel_size=1)
+        self.num_scales = num_scales
+
+    def consensus(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape[2:] != b.shape[2:]:
+            raise ValueError(f"CMC needs maps of one size, got {tuple(a.shape[2:])} and {tuple(b.shape[2:])}")
+        h, w = a.shape[2:]
+        za, zb = self.proj_a(a), self.proj_b(b)
+        maps = []
+        for k in range(self.num_scales + 1):
+            if k > 0:
+                # ceil_mode keeps odd sizes (7 -> 4 -> 2 -> 1) instead of dropping the border.
+                za = F.avg_pool2d(za, 2, ceil_mode=True) if min(za.shape[2:]) > 1 else za
+                zb = F.avg_pool2d(zb, 2, ceil_mode=True) if min(zb.shape[2:]) > 1 else zb
+            c = F.cosine_similarity(za, zb, dim=1, eps=1e-6)  # (N, h_k, w_k)
+            if c.shape[1:] != (h, w):
+                c = F.interpolate(c.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
+            maps.append(c)
+        return torch.stack(maps, dim=0).mean(dim=0)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.consensus(a, b)
+        return consensus_weighted_pool(a, c), consensus_weighted_pool(b, c), c
+
+
+class M3EM(nn.Module):
+    """SMR for every modality, then CMC on the spatial pair (or average pooling).
+
+    Args:
+        modalities: all modalities of the model.
+        reduction: SMR bottleneck ratio ``r``.
+        consensus_pair: the two spatial modalities for CMC, or None to skip CMC (pooled inputs).
+        cmc_latent_channels, cmc_scales: CMC sizes.
+
+    Shapes:
+        ``forward({name: (N, c, h, w)})`` -> ``{name: (N, 2c)}`` per-frame vectors.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        *,
+        reduction: int,
+        consensus_pair: tuple[str, str] | None,
+        cmc_latent_channels: int,
+        cmc_scales: int,
+    ) -> None:
+        super().__init__()
+        self.smr = SemanticMutualRefinement(modalities, reduction)
+        self.names = [m.name for m in modalities]
+        self.consensus_pair = consensus_pair
+        self.cmc: CrossModalityConsensus | None = None
+        if consensus_pair is not None:
+            spec = {m.name: m for m in modalities}
+            a, b = consensus_pair
+            self.cmc = CrossModalityConsensus(2 * spec[a].channels, 2 * spec[b].channels, cmc_latent_channels, cmc_scales)
+
+    def forward(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        refined = self.smr(maps)
+        out = {}
+        if self.cmc is not None:
+            a, b = self.consensus_pair
+            out[a], out[b], _ = self.cmc(refined[a], refined[b])
+        for n in self.names:
+            if n not in out:
+                out[n] = refined[n].mean(dim=(2, 3))
+        return out
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """Fused logits and the per-branch TA3N outputs for a batch of ``B`` clips."""
+
+    verb: torch.Tensor  # (B, n_verbs)
+    noun: torch.Tensor  # (B, n_nouns)
+    branches: dict[str, TA3NOutput]
+
+
+class ActionModel(nn.Module):
+    """Late fusion of TA3N branches, optionally behind M3EM.
+
+    Args:
+        modalities: every input modality.
+        branches: the TA3N branches (for the ``ta3n`` and ``source_only`` methods, one branch over
+            all modalities).
+        n_verbs, n_nouns: class counts.
+        num_frames: ``P``.
+        m3em: the M3EM module, or None (inputs are average pooled per frame).
+        ta3n_kwargs: keyword arguments of :class:`TA3N` (fc_dim, num_bottleneck, dropouts,
+            domain_adaptation).
+
+    Shapes:
+        ``forward({name: (B, P, c, h, w) or (B, P, c)}, betas)`` -> :class:`ModelOutput`.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        branches: Sequence[BranchSpec],
+        n_verbs: int,
+        n_nouns: int,
+        *,
+        num_frames: int,
+        m3em: M3EM | None,
+        ta3n_kwargs: Mapping[str, object],
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.branch_specs = list(branches)
+        known = {m.name for m in modalities}
+        for br in branches:
+            unknown = [m for m in br.modalities if m not in known]
+            if unknown:
+                raise ValueError(f"branch {br.name!r} uses unknown modalities {unknown}; known: {sorted(known)}")
+        self.num_frames = num_frames
+        self.m3em = m3em
+        width = {m.name: (2 if m3em is not None else 1) * m.channels for m in modalities}
+        self.branches = nn.ModuleDict({
+            br.name: TA3N(sum(width[m] for m in br.modalities), n_verbs, n_nouns, num_frames=num_frames, **ta3n_kwargs)
+            for br in branches
+        })
+
+    def frame_vectors(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-frame vectors ``{name: (B, P, c')}`` from the inputs (through M3EM when present)."""
+        maps = {}
+        batch = None
+        for m in self.modalities:
+            if m.name not in inputs:
+                raise KeyError(f"input modality {m.name!r} missing; got {sorted(inputs)}")
+            x = inputs[m.name]
+            if x.ndim == 3:  # vector modality: h = w = 1
+                x = x[..., None, None]
+            if x.ndim != 5 or x.shape[1] != self.num_frames or x.shape[2] != m.channels:
+                raise ValueError(
+                    f"modality {m.name!r}: expected (B, {self.num_frames}, {m.channels}, h, w), got {tuple(x.shape)}"
+                )
+            batch = x.shape[0]
+            maps[m.name] = x.reshape(-1, *x.shape[2:])  # (B*P, c, h, w)
+        if self.m3em is not None:
+            vecs = self.m3em(maps)
+        else:
+            vecs = {n: v.mean(dim=(2, 3)) for n, v in maps.items()}
+        return {n: v.reshape(batch, self.num_frames, -1) for n, v in vecs.items()}
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], betas: DomainBetas | None = None) -> ModelOutput:
+        vecs = self.frame_vectors(inputs)
+        outs = {}
+        verb = noun = None
+        total = sum(br.weight for br in self.branch_specs)
+        for br in self.branch_specs:
+            x = torch.cat([vecs[m] for m in br.modalities], dim=2)
+            o = self.branches[br.name](x, betas)
+            outs[br.name] = o
+            verb = o.verb * br.weight if verb is None else verb + o.verb * br.weight
+            noun = o.noun * br.weight if noun is None else noun + o.noun * br.weight
+        return ModelOutput(verb=verb / total, noun=noun / total, branches=outs)
+
+
+@dataclasses.dataclass
+class LossTerms:
+    """The training loss and its parts (scalars); ``domain_accuracy`` is NaN without domain terms."""
+
+    total: torch.Tensor
+    classification: torch.Tensor
+    adversarial: torch.Tensor
+    entropy: torch.Tensor
+    domain_accuracy: float
+
+
+def _domain_ce(logits: torch.Tensor, n_source: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """CE of ``(B, ..., 2)`` domain logits, rows ``< n_source`` source (0), the rest target (1)."""
+    b = logits.shape[0]
+    labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    labels[n_source:] = 1
+    flat, lab = logits.reshape(-1, 2), labels.reshape(-1)
+    correct = (flat.argmax(dim=1) == lab).sum()
+    del b
+    return F.cross_entropy(flat, lab), correct, lab.numel()
+
+
+def compute_losses(
+    out: ModelOutput,
+    n_source: int,
+    verb_labels: torch.Tensor,
+    noun_labels: torch.Tensor,
+    *,
+    gamma: float,
+    lambda_y: float,
+    lambda_d: float,
+) -> LossTerms:
+    """TA3N's loss per branch, combined as ``lambda_y L_y + lambda_d L_d``.
+
+    ``out`` holds the source rows first (``n_source`` of them) and then the target rows.
+    ``L_y = 0.5 (CE_verb + CE_noun)`` on the fused source logits (for one branch: TA3N's
+    classification loss). ``L_d`` sums, over branches, the unweighted domain cross-entropies of
+    the relation (``B (P-1)`` rows), video and frame (``B P`` rows) discriminators plus
+    ``gamma * 0.5 (AttEnt_verb + AttEnt_noun)`` on source and target logits weighted by the
+    video-level domain entropy (TA3N ``main.py``). Branches without discriminators
+    (source-only) contribute nothing to ``L_d``. The betas only scale reversed gradients.
+    """
+    cls = 0.5 * (F.cross_entropy(out.verb[:n_source], verb_labels) + F.cross_entropy(out.noun[:n_source], noun_labels))
+    adv = cls.new_zeros(())
+    ent = cls.new_zeros(())
+    correct, count = 0, 0
+    for o in out.branches.values():
+        if o.domain_video is None:
+            continue
+        for logits in (o.domain_relation, o.domain_video, o.domain_frame):
+            loss, c, n = _domain_ce(logits, n_source)
+            adv = adv + loss
+            correct += int(c)
+            count += n
+        ent = ent + gamma * 0.5 * (attentive_entropy(o.verb, o.domain_video) + attentive_entropy(o.noun, o.domain_video))
+    total = lambda_y * cls + lambda_d * (adv + ent)
+    return LossTerms(total, cls.detach(), adv.detach(), ent.detach(), correct / count if count else float("nan"))

@@ -1,0 +1,93 @@
+"""Score one annotation split with a trained model and write a score file (:mod:`m3em.scores`).
+
+    python -m m3em.predict --config config.yaml --checkpoint results/train/A_m3em/model.pt \\
+        --split target_val --out results/scores/A_m3em/target_val.npz
+
+Works for labelled and unlabelled splits (labels are never read). The network is rebuilt from
+the config's ``models.<name>`` (name and method from the checkpoint) and must match the
+checkpoint's recorded architecture; the scores are the fused verb/noun logits (dropout off,
+domain attention on, as the reference test script runs TA3N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from m3em.annotations import LABELLED_SPLITS, EpicAnnotations
+from m3em.checkpoint import CheckpointError, check_architecture, load_checkpoint, load_model_state
+from m3em.config import ConfigError, load_config
+from m3em.data import FeatureDataError
+from m3em.models import Method, build_model, model_config
+from m3em.scores import write_scores
+from m3em.train import (
+    TrainingError,
+    architecture,
+    data_sources,
+    open_split,
+    predict_logits,
+    resolve_device,
+    train_config,
+)
+
+
+def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, out: str | Path, *,
+                   progress: bool = True) -> Path:
+    """Write the scores of ``split`` to ``out`` (an ``.npz``) and return ``out``."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    model_name, method = str(ckpt["model_name"]), Method(ckpt["method"])
+    mcfg, arch = model_config(cfg["models"], model_name)
+    tc = train_config(cfg)
+    device = resolve_device(tc.device)
+    sources = data_sources(cfg)
+    annotations = EpicAnnotations.open(sources.annotations_dir)
+    n_verbs, n_nouns = len(annotations.verbs), len(annotations.nouns)
+    # Labels are not needed to score; reading the split unlabelled also works for test splits.
+    dataset = open_split(sources, annotations, split, model_name, mcfg, tc, labelled=False)
+    if tc.check_finite:
+        dataset.check_finite(progress=progress)
+    check_architecture(checkpoint, ckpt["architecture"],
+                       architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, dataset.shapes))
+    model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
+                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=dataset.spatial)
+    load_model_state(checkpoint, model, ckpt["model"])
+    model.to(device)
+    idx, verb, noun = predict_logits(model, dataset, tc.batch_size_eval, device, tc.num_workers, progress=progress,
+                                     desc=f"{model_name}/{method.value} {split}")
+    order = np.argsort(np.asarray(idx, dtype=np.int64), kind="stable")
+    ids = [dataset.narration_ids[idx[i]] for i in order]
+    write_scores(out, ids, verb.numpy()[order], noun.numpy()[order], meta={
+        "kind": "logits", "model": model_name, "method": method.value, "split": split,
+        "checkpoint": str(checkpoint), "epoch": int(ckpt["epoch"]), "git_revision": str(ckpt.get("git_revision", "")),
+        "labelled_split": split in LABELLED_SPLITS,
+    })
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m m3em.predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt (or checkpoint.pt) written by m3em.train")
+    p.add_argument("--split", required=True, help="annotation split to score (target_val, target_test, ...)")
+    p.add_argument("--out", type=Path, required=True, help="score file (.npz)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        torch.set_grad_enabled(False)
+        run_prediction(load_config(args.config), args.checkpoint, args.split, args.out, progress=not args.no_progress)
+    except (ConfigError, FeatureDataError, CheckpointError, TrainingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The challenge file: ``test.json`` in ``submission.zip`` (DESIGN section 5).
+
+::
+
+    {"version": "0.2", "challenge": "domain_adaptation", "sls_pt": 2, "sls_tl": 4, "sls_td": 3,
+     "results_target": {narration_id: {"verb": {"0": s, ..., "96": s},
+                                       "noun": {"0": s, ..., "299": s}}}}
+
+Scores are log-probabilities (the scorer's own softmax then recovers the probabilities and ranks
+actions by their product; see reference/epic_data.md section 2.5). The zip has one member
+``test.json``, ZIP_DEFLATED at compresslevel 5, like the official C1 writer. The writer refuses a
+file with a missing or extra narration id, a NaN/inf, or a wrong class count, and says which.
+
+Usage::
+
+    python -m m3em.submission --config config.yaml --scores results/scores/ensemble_A+B+C+D/target_test.npz \\
+        --out results/submission.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from m3em.annotations import EpicAnnotations
+from m3em.atomic import atomic_output
+from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.scores import Scores, log_softmax, read_scores
+
+VERSION = "0.2"
+CHALLENGE = "domain_adaptation"
+MEMBER = "test.json"
+COMPRESSLEVEL = 5
+#: Training-labels SLS level that declares use of spatial annotations (the hand-object boxes).
+SLS_TL_BOXES = 4
+#: Decimal places of the written log-probabilities: 1e-6 is below float32 resolution at the
+#: magnitudes of log-probabilities, and it halves the file against full float64 repr.
+DECIMALS = 6
+
+
+class SubmissionError(ValueError):
+    """The scores cannot make a valid submission; the message lists every problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmissionConfig:
+    """The ``submission:`` config section.
+
+    Attributes:
+        sls_pt, sls_tl, sls_td: declared SLS levels (pre-training, training labels, training
+            data), 0-5. Using the hand-object boxes (model C) means ``sls_tl`` 4.
+        ensemble: name of the ``ensemble.combinations`` entry whose scores go into the file.
+    """
+
+    sls_pt: int = 2
+    sls_tl: int = 4
+    sls_td: int = 3
+    ensemble: str = "A+B+C+D"
+
+    def __post_init__(self) -> None:
+        for key in ("sls_pt", "sls_tl", "sls_td"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 5:
+                raise ConfigError(f"submission.{key}: SLS levels are integers 0-5, got {v!r}")
+
+
+def _examples(items: Sequence[str], n: int = 10) -> str:
+    shown = ", ".join(map(str, items[:n]))
+    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def validate_for_submission(
+    scores: Scores, expected_ids: Sequence[str], n_verbs: int, n_nouns: int
+) -> list[str]:
+    """Every reason ``scores`` cannot be submitted for ``expected_ids``; empty when it can."""
+    problems = []
+    have = set(scores.narration_ids)
+    expected = list(map(str, expected_ids))
+    exp_set = set(expected)
+    missing = [n for n in expected if n not in have]
+    extra = [n for n in scores.narration_ids if n not in exp_set]
+    if missing:
+        problems.append(f"{len(missing)} narration id(s) of the test split have no scores: {_examples(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} scored narration id(s) are not in the test split: {_examples(extra)}")
+    if len(have) != len(scores.narration_ids):
+        seen: set[str] = set()
+        dups = [x for x in scores.narration_ids if x in seen or seen.add(x)]
+        problems.append(f"duplicate narration id(s): {_examples(dups)}")
+    for task, arr, n in (("verb", scores.verb, n_verbs), ("noun", scores.noun, n_nouns)):
+        if arr.ndim != 2 or arr.shape[0] != len(scores.narration_ids):
+            problems.append(f"{task} scores have shape {arr.shape}, expected ({len(scores.narration_ids)}, {n})")
+            continue
+        if arr.shape[1] != n:
+            problems.append(f"{task} scores have {arr.shape[1]} classes, expected {n}")
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if bad.size:
+            problems.append(f"{task} scores are NaN or inf for {bad.size} narration id(s): "
+                            f"{_examples([scores.narration_ids[i] for i in bad])}")
+    return problems
+
+
+def submission_dict(
+    scores: Scores, *, sls_pt: int, sls_tl: int, sls_td: int, decimals: int = DECIMALS
+) -> dict:
+    """The ``test.json`` object; class scores become row-wise log-softmax values."""
+    verb = np.round(log_softmax(scores.verb), decimals)
+    noun = np.round(log_softmax(scores.noun), decimals)
+    vkeys = [str(i) for i in range(verb.shape[1])]
+    nkeys = [str(i) for i in range(noun.shape[1])]
+    results = {
+        nid: {"verb": dict(zip(vkeys, v)), "noun": dict(zip(nkeys, n))}
+        for nid, v, n in zip(scores.narration_ids, verb.tolist(), noun.tolist())
+    }
+    return {
+        "version": VERSION,
+        "challenge": CHALLENGE,
+        "sls_pt": int(sls_pt),
+        "sls_tl": int(sls_tl),
+        "sls_td": int(sls_td),
+        "results_target": results,
+    }
+
+
+def write_submission(
+    path: str | Path,
+    scores: Scores,
+    expected_ids: Sequence[str],
+    *,
+    sls_pt: int,
+    sls_tl: int,
+    sls_td: int,
+    n_verbs: int = 97,
+    n_nouns: int = 300,
+    uses_hand_object_boxes: bool | None = None,
+) -> None:
+    """Write ``submission.zip`` atomically, or refuse.
+
+    Args:
+        path: the zip to write.
+        scores: scores of the test split (logits or log-probabilities), any row order.
+        expected_ids: the narration ids of the test split (5,909 on EPIC-100 UDA).
+        sls_pt, sls_tl, sls_td: SLS levels 0-5.
+        n_verbs, n_nouns: class counts (97 / 300 on EPIC).
+        uses_hand_object_boxes: whether any model used the hand-object boxes (default: the score
+            meta's ``uses_hand_object_boxes``); then ``sls_tl`` must be at least 4.
+
+    Raises:
+        SubmissionError: listing every problem (missing/extra ids, NaN/inf, class counts, SLS).
+    """
+    path = Path(path)
+    problems = validate_for_submission(scores, expected_ids, n_verbs, n_nouns)
+    for key, v in (("sls_pt", sls_pt), ("sls_tl", sls_tl), ("sls_td", sls_td)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= v <= 5:
+            problems.append(f"{key} must be an integer 0-5, got {v!r}")
+    if uses_hand_object_boxes is None:
+        uses_hand_object_boxes = bool(scores.meta.get("uses_hand_object_boxes", False))
+    if uses_hand_object_boxes and isinstance(sls_tl, int) and sls_tl < SLS_TL_BOXES:
+        problems.append(f"the scores come from a model that used hand-object boxes: sls_tl must be "
+                        f">= {SLS_TL_BOXES}, got {sls_tl}")
+    if problems:
+        raise SubmissionError(f"{path}: refusing to write the submission:\n  - " + "\n  - ".join(problems))
+    ordered = scores.select([str(x) for x in expected_ids])
+    payload = json.dumps(submission_dict(ordered, sls_pt=sls_pt, sls_tl=sls_tl, sls_td=sls_td),
+                         allow_nan=False, separators=(",", ":"))
+    with atomic_output(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL) as zf:
+            zf.writestr(MEMBER, payload)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m m3em.submission", description="Write the challenge submission.zip.")
+    p.add_argument("--config", type=Path, required=True, help="config.yaml (submission:, data.annotations_dir, data.splits.test)")
+    p.add_argument("--scores", type=Path, required=True, help="scores of the test split (.npz), normally the ensemble")
+    p.add_argument("--out", type=Path, required=True, help="submission.zip to write")
+    p.add_argument("--annotations", type=Path, default=None, help="annotation directory (default: data.annotations_dir)")
+    p.add_argument("--split", default=None, help="test split (default: data.splits.test)")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    scfg = build_dataclass(SubmissionConfig, cfg["submission"], "submission")
+    annotations = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"])
+    split = args.split or cfg["data"]["splits"]["test"]
+    ids = annotations.split(split, labelled=False)["narration_id"].tolist()
+    scores = read_scores(args.scores)
+    write_submission(args.out, scores, ids, sls_pt=scfg.sls_pt, sls_tl=scfg.sls_tl, sls_td=scfg.sls_td,
+                     n_verbs=len(annotations.verbs), n_nouns=len(annotations.nouns))
+    print(f"wrote {args.out}: {len(ids)} segments of {split}, SLS {scfg.sls_pt}/{scfg.sls_tl}/{scfg.sls_td}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

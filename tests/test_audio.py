@@ -1,0 +1,99 @@
+"""Audio decoding (decord, resampled to 24 kHz mono) and TBN's 256 x 256 log-spectrograms."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from test_video import FFMPEG, write_pattern_video
+
+from extractors.audio import AudioConfig, AudioError, AudioTrack, log_spectrogram, open_audio, window_bounds
+
+CFG = AudioConfig()
+
+
+def sine_file(path, freq: float, seconds: float, rate: int = 48000, fmt: str = "aac"):
+    codec = ["-c:a", "aac"] if fmt == "aac" else ["-c:a", "pcm_s16le"]
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency={freq}:sample_rate={rate}", "-t", str(seconds), *codec, str(path)], check=True)
+    return path
+
+
+def test_defaults_are_tbn():
+    assert CFG.window_samples == 30696 and CFG.n_freq == 256
+    assert (CFG.win_length, CFG.hop_length, CFG.n_fft) == (240, 120, 511)
+
+
+def test_window_bounds_centre_and_edges():
+    n = CFG.window_samples
+    total = 24000 * 10
+    assert window_bounds(total, 5.0, CFG) == (120000 - 15348, 120000 - 15348 + n)
+    assert window_bounds(total, 0.3, CFG) == (0, n)  # crosses the start: first 1.279 s
+    assert window_bounds(total, 9.9, CFG) == (total - n, total)  # crosses the end: last 1.279 s
+    assert window_bounds(1000, 0.0, CFG) == (0, 1000)  # file shorter than one window
+
+
+def test_resampled_mono_track_and_spectrogram_peak(tmp_path):
+    # 48 kHz stereo WAV with a 1500 Hz tone -> 24 kHz mono; the peak bin is 1500 * 511 / 24000 ~ 32
+    path = tmp_path / "tone.wav"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=1500:sample_rate=48000", "-ac", "2", "-t", "3", "-c:a", "pcm_s16le", str(path)],
+                   check=True)
+    track = open_audio(path, CFG)
+    assert abs(track.samples.size - 3 * 24000) <= 1 and track.samples.dtype == np.float32
+    specs = track.spectrograms([0.0, 1.5, 3.0])
+    assert specs.shape == (3, 256, 256) and specs.dtype == np.float32
+    assert np.bincount(specs[1].argmax(axis=0)).argmax() == round(1500 * 511 / 24000)
+    # windows crossing the start / end equal the first / last 1.279 s window
+    np.testing.assert_array_equal(specs[0], track.spectrograms([0.1])[0])
+    np.testing.assert_array_equal(specs[2], track.spectrograms([2.9])[0])
+    # annotation frames: frame 76 at 50 fps is t = 1.5 s
+    np.testing.assert_array_equal(track.spectrograms_at_frames([76], 50.0)[0], specs[1])
+
+
+def test_log_spectrogram_matches_definition():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(CFG.window_samples).astype(np.float32)
+    got = log_spectrogram(x, CFG)
+    # direct numpy STFT: centred frames, zero padding of n_fft // 2, 240-sample periodic Hann
+    # centred in the 511-sample frame (librosa pads the window to n_fft symmetrically)
+    pad = np.pad(x, (255, 255))
+    win = np.zeros(511)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(240) / 240)
+    off = (511 - 240) // 2
+    win[off : off + 240] = hann
+    frames = np.stack([pad[j * 120 : j * 120 + 511] * win for j in range(256)], axis=1)
+    ref = np.log(np.abs(np.fft.rfft(frames, axis=0)) ** 2 + 1e-6)
+    assert got.shape == ref.shape == (256, 256)
+    np.testing.assert_allclose(got, ref, atol=2e-3, rtol=1e-3)
+
+
+def test_short_file_is_zero_padded(tmp_path):
+    track = AudioTrack(sine_file(tmp_path / "short.wav", 440, 0.5, fmt="wav"), CFG)
+    spec = track.spectrograms([0.25])[0]
+    assert spec.shape == (256, 256)
+    assert np.allclose(spec[:, -20:], np.log(1e-6), atol=1e-3)  # the padding is silence
+
+
+def test_video_with_audio(tmp_path):
+    path = write_pattern_video(tmp_path / "av.mp4", 50, 50, size=(64, 36), audio_hz=2000)
+    track = open_audio(path, CFG)
+    assert abs(track.duration - 1.0) < 0.15  # -shortest stops at an AAC frame boundary
+    assert np.bincount(track.spectrograms([0.5])[0].argmax(axis=0)).argmax() == round(2000 * 511 / 24000)
+
+
+def test_errors_name_the_file(tmp_path):
+    silent = write_pattern_video(tmp_path / "silent.mp4", 10, 50, size=(64, 36))
+    with pytest.raises(AudioError, match=r"silent\.mp4: the file has no audio track .*audio\.enabled: false"):
+        open_audio(silent, CFG)
+    with pytest.raises(AudioError, match=r"missing\.mp4: file not found"):
+        open_audio(tmp_path / "missing.mp4", CFG)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(AudioError, match=r"empty\.mp4: file is empty"):
+        open_audio(tmp_path / "empty.mp4", CFG)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00junk" * 500)
+    with pytest.raises(AudioError, match=r"junk\.mp4"):
+        open_audio(tmp_path / "junk.mp4", CFG)
+    with pytest.raises(AudioError, match="disabled"):
+        open_audio(silent, AudioConfig(enabled=False))

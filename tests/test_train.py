@@ -1,0 +1,154 @@
+"""Training/prediction entry points on tiny synthetic features (CPU)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from _m3em_fixtures import VIDEOS, write_dataset
+
+from m3em.annotations import EpicAnnotations
+from m3em.checkpoint import CheckpointError, load_checkpoint
+from m3em.config import ConfigError
+from m3em.predict import run_prediction
+from m3em.scores import read_scores
+from m3em.train import METRIC_COLUMNS, TrainingError, main, run_training
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    cfg = write_dataset(root, per_video=5)
+    return root, cfg
+
+
+def states_equal(a, b):
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tiny, tmp_path):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 3
+    full = run_training(cfg, "A", "m3em", tmp_path / "full", progress=False)
+    stopped = run_training(cfg, "A", "m3em", tmp_path / "killed", stop_after_epoch=1, progress=False)
+    assert stopped.name == "checkpoint.pt" and not (tmp_path / "killed" / "model.pt").exists()
+    assert load_checkpoint(stopped)["epoch"] == 1
+    with pytest.raises(TrainingError, match="--resume"):
+        run_training(cfg, "A", "m3em", tmp_path / "killed", progress=False)
+    resumed = run_training(cfg, "A", "m3em", tmp_path / "killed", resume=True, progress=False)
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    assert a["epoch"] == b["epoch"] == 3
+    assert states_equal(a["model"], b["model"])
+    with open(tmp_path / "killed" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and tuple(rows[0]) == METRIC_COLUMNS
+    assert float(rows[-1]["domain_acc"]) >= 0 and rows[-1]["target_val_verb_top1"] != ""
+    # Checkpoint contents: everything a resume needs, loadable without running code.
+    for key in ("optimizer", "scheduler", "rng", "config", "git_revision", "architecture", "global_step"):
+        assert key in a
+    assert a["scheduler"]["last_epoch"] == 3
+
+
+def test_deterministic_for_a_fixed_seed(tiny, tmp_path):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 1
+    one = run_training(cfg, "D", "ta3n", tmp_path / "one", progress=False)
+    two = run_training(cfg, "D", "ta3n", tmp_path / "two", progress=False)
+    assert states_equal(load_checkpoint(one)["model"], load_checkpoint(two)["model"])
+    cfg["train"]["seed"] = 2
+    three = run_training(cfg, "D", "ta3n", tmp_path / "three", progress=False)
+    assert not states_equal(load_checkpoint(one)["model"], load_checkpoint(three)["model"])
+
+
+def test_predict_labelled_and_unlabelled_splits(tiny, tmp_path):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 1
+    ckpt = run_training(cfg, "B", "m3em", tmp_path / "run", progress=False)
+    ann = EpicAnnotations.open(root / "annotations")
+    for split in ("target_val", "target_test"):
+        out = run_prediction(cfg, ckpt, split, tmp_path / f"{split}.npz", progress=False)
+        scores = read_scores(out, n_verbs=len(ann.verbs), n_nouns=len(ann.nouns))
+        assert list(scores.narration_ids) == list(ann.split(split, labelled=False)["narration_id"])
+        assert scores.meta["model"] == "B" and scores.meta["method"] == "m3em"
+    again = read_scores(run_prediction(cfg, ckpt, "target_val", tmp_path / "again.npz", progress=False))
+    np.testing.assert_array_equal(again.verb, read_scores(tmp_path / "target_val.npz").verb)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tiny, tmp_path):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 1
+    ckpt = run_training(cfg, "D", "source_only", tmp_path / "run", progress=False)
+    other = copy.deepcopy(cfg)
+    other["models"]["D"]["modalities"]["rgb"]["stream"] = "tbn_rgb"
+    with pytest.raises(CheckpointError, match=r"model\.pt: key 'architecture\.modalities'"):
+        run_prediction(other, ckpt, "target_val", tmp_path / "x.npz", progress=False)
+    with pytest.raises(CheckpointError, match="not a weights-only torch checkpoint|key 'format'"):
+        (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+        run_prediction(cfg, tmp_path / "junk.pt", "target_val", tmp_path / "x.npz", progress=False)
+
+
+def test_official_pooled_features_train_ta3n_and_m3em(tiny, tmp_path):
+    root, cfg = tiny
+    ann = EpicAnnotations.open(root / "annotations")
+    rng = np.random.default_rng(0)
+    off = tmp_path / "official"
+    off.mkdir()
+    for split in VIDEOS:
+        ids = list(ann.split(split, labelled=False)["narration_id"])
+        feats = {"RGB": rng.normal(size=(len(ids), 25, 16)).astype(np.float32),
+                 "Flow": rng.normal(size=(len(ids), 25, 16)).astype(np.float32),
+                 "Audio": rng.normal(size=(len(ids), 25, 8)).astype(np.float32)}
+        with open(off / f"{split}.pkl", "wb") as fh:
+            pickle.dump({"features": feats, "narration_ids": ids}, fh)
+    cfg = copy.deepcopy(cfg)
+    cfg["inputs"]["official_features_dir"] = str(off)
+    cfg["train"]["epochs"] = 1
+    cfg["train"]["features_dir"] = str(tmp_path / "nothing_here")
+    for method in ("ta3n", "m3em"):
+        ckpt = run_training(cfg, "A", method, tmp_path / method, progress=False)
+        data = load_checkpoint(ckpt)
+        assert data["architecture"]["map_sizes"]["rgb"] == [1, 1]
+        assert data["architecture"]["consensus_pair"] == (["rgb", "flow"] if method == "m3em" else None)
+        assert not any(k.startswith("m3em.cmc") for k in data["model"])  # consensus skipped
+        out = run_prediction(cfg, ckpt, "target_test", tmp_path / f"{method}.npz", progress=False)
+        assert len(read_scores(out)) == len(ann.split("target_test", labelled=False))
+    with pytest.raises(ValueError, match="no modality for models.B.modalities.object"):
+        run_training(cfg, "B", "ta3n", tmp_path / "b", progress=False)
+
+
+def test_bad_requests_fail_before_training(tiny, tmp_path, capsys):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["device"] = "cuda"
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="CUDA is not available"):
+            run_training(cfg, "A", "ta3n", tmp_path / "cuda", progress=False)
+    cfg["train"]["device"] = "cpu"
+    cfg["models"]["A"]["methods"] = ["ta3n"]
+    with pytest.raises(ConfigError, match="methods"):
+        run_training(cfg, "A", "m3em", tmp_path / "m", progress=False)
+    with pytest.raises(ConfigError, match="no model 'Z'"):
+        run_training(cfg, "Z", "ta3n", tmp_path / "z", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_reports_errors_with_exit_code(tiny, tmp_path, capsys):
+    root, cfg = tiny
+    import yaml
+
+    bad = copy.deepcopy(cfg)
+    bad["train"]["features_dir"] = str(tmp_path / "missing")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    rc = main(["--config", str(path), "--model", "A", "--method", "ta3n_m3em", "--out-dir", str(tmp_path / "o"),
+               "--no-progress"])
+    assert rc == 2
+    assert "feature file not found" in capsys.readouterr().err

@@ -1,0 +1,293 @@
+"""Frame sources: the annotation-frame -> decoded-frame mapping, archives, and bad input.
+
+Test videos are written with the imageio-ffmpeg binary; each frame shows its own index as ten
+black/white vertical strips (bit 9 on the left), so a test can read back which frame it got.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from extractors.video import (
+    ArchiveFrameSource,
+    FrameSource,
+    FrameSourceError,
+    VideoFrameSource,
+    annotation_fps,
+    iter_frame_batches,
+    nearest_frame_indices,
+    open_frames,
+    output_size,
+)
+
+N_BITS = 10
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def pattern_frame(i: int, size: tuple[int, int] = (320, 180)) -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame whose strips spell ``i`` in binary (bit 9 left)."""
+    w, h = size
+    img = np.zeros((h, w, 3), dtype=np.uint8)
+    edges = np.linspace(0, w, N_BITS + 1).astype(int)
+    for b in range(N_BITS):
+        if (i >> (N_BITS - 1 - b)) & 1:
+            img[:, edges[b] : edges[b + 1]] = 255
+    return img
+
+
+def read_index(frame: np.ndarray) -> int:
+    """Inverse of :func:`pattern_frame` on a decoded (possibly resized, compressed) frame."""
+    h, w = frame.shape[:2]
+    grey = frame.astype(np.float32).mean(axis=2)
+    edges = np.linspace(0, w, N_BITS + 1)
+    value = 0
+    for b in range(N_BITS):
+        lo, hi = edges[b], edges[b + 1]
+        mid = grey[h // 4 : 3 * h // 4, int(lo + 0.3 * (hi - lo)) : int(hi - 0.3 * (hi - lo)) + 1].mean()
+        value = (value << 1) | int(mid > 127)
+    return value
+
+
+def write_pattern_video(
+    path: Path,
+    n: int,
+    fps: float | str,
+    *,
+    size: tuple[int, int] = (320, 180),
+    setpts: str | None = None,
+    audio_hz: float | None = None,
+    frame_fn=pattern_frame,
+) -> Path:
+    """Encode ``n`` pattern frames at ``fps`` (H.264, optional sine audio, optional setpts expression)."""
+    w, h = size
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+    if audio_hz is not None:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency={audio_hz}:sample_rate=48000"]
+    if setpts is not None:
+        cmd += ["-vf", f"settb=1/1000,setpts='{setpts}'", "-enc_time_base", "filter", "-fps_mode", "passthrough",
+                "-video_track_timescale", "1000"]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-pix_fmt", "yuv420p"]
+    if audio_hz is not None:
+        cmd += ["-c:a", "aac", "-shortest"]
+    cmd += [str(path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    for i in range(n):
+        proc.stdin.write(frame_fn(i, size).tobytes())
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return path
+
+
+def indices(src: FrameSource, numbers) -> list[int]:
+    return [read_index(f) for f in src.get(numbers)]
+
+
+# ---------------------------------------------------------------------------------------------
+# pure helpers
+
+
+def test_output_size_matches_ffmpeg_minus_two():
+    assert output_size(1920, 1080, 256) == (456, 256)
+    assert output_size(1920, 1440, 256) == (342, 256)
+    assert output_size(1280, 720, 256) == (456, 256)
+    assert output_size(320, 180, 128) == (228, 128)
+    assert output_size(456, 256, 256) == (456, 256)
+
+
+def test_nearest_frame_indices_ties_go_to_earlier_frame():
+    ts = np.array([0.0, 0.04, 0.08, 0.2])
+    got = nearest_frame_indices(ts, np.array([0.0, 0.019, 0.02, 0.021, 0.06, 0.13, 0.15, 5.0, -1.0]))
+    assert got.tolist() == [0, 0, 0, 1, 1, 2, 3, 3, 0]
+
+
+def test_annotation_fps_rules():
+    assert annotation_fps("P01_01", 59.9400599400599, "table") == pytest.approx(59.94, abs=1e-3)
+    assert annotation_fps("P01_01", 59.9400599400599, "epic_release") == 60.0
+    assert annotation_fps("P12_03", 29.97, "epic_release") == 60.0
+    assert annotation_fps("P01_101", 50.0, "epic_release") == 50.0
+    with pytest.raises(FrameSourceError, match="EPIC video id"):
+        annotation_fps("demo_video_3", 50.0, "epic_release")
+    with pytest.raises(FrameSourceError, match="unknown"):
+        annotation_fps("P01_01", 50.0, "container")
+
+
+# ---------------------------------------------------------------------------------------------
+# the mapping on real files
+
+
+@pytest.mark.parametrize("fps", [50, 60])
+def test_constant_rate_video_maps_frame_n_to_decoded_frame_n_minus_1(tmp_path, fps):
+    path = write_pattern_video(tmp_path / f"v{fps}.mp4", 2 * fps, fps)
+    src = open_frames("v", fps=float(fps), height=128, video_path=path)
+    assert isinstance(src, FrameSource)
+    assert src.size == (228, 128)
+    assert src.n_frames == 2 * fps
+    numbers = [1, 2, fps, fps + 1, 2 * fps, 7, 7, 3]  # random access, repeats, any order
+    frames = src.get(numbers)
+    assert frames.shape == (len(numbers), 128, 228, 3) and frames.dtype == np.uint8
+    assert [read_index(f) for f in frames] == [n - 1 for n in numbers]
+
+
+def test_container_rate_disagreeing_with_table_resamples_like_ffmpeg_r(tmp_path):
+    # Container 25 fps, annotations at 50 fps: every decoded frame shows for two annotation
+    # frames; the tie at the half-way time goes to the earlier frame.
+    path = write_pattern_video(tmp_path / "v25.mp4", 20, 25)
+    src = VideoFrameSource(path, "v25", fps=50.0, height=64)
+    assert src.n_frames == 40
+    assert indices(src, [1, 2, 3, 4, 5, 39, 40]) == [0, 0, 1, 1, 2, 19, 19]
+
+
+def test_ntsc_container_under_60fps_annotations_drifts_by_one_frame_per_1000(tmp_path):
+    # EPIC-55: container 59.94 fps, released frames (annotation numbers) at 60 fps.
+    path = write_pattern_video(tmp_path / "ntsc.mp4", 700, "60000/1001", size=(64, 36))
+    src = VideoFrameSource(path, "ntsc", fps=60.0, height=36)
+    # annotation frame n is at (n-1)/60 s = decoded frame round((n-1) * 0.999)
+    expected = [int(np.floor((n - 1) * 60000 / 1001 / 60 + 0.5)) for n in (1, 400, 600, 700)]
+    assert expected == [0, 399, 598, 698]
+    got = [read_index(cv2.resize(f, (320, 180), interpolation=cv2.INTER_NEAREST)) for f in src.get([1, 400, 600, 700])]
+    assert got == expected
+
+
+def test_variable_frame_rate_video(tmp_path):
+    # frames 0..29 every 20 ms, then every 50 ms (frame 30 at 0.6 s, frame 39 at 1.05 s)
+    path = write_pattern_video(tmp_path / "vfr.mp4", 40, 50, setpts="if(lt(N,30),N*0.02,0.6+(N-30)*0.05)/TB")
+    src = VideoFrameSource(path, "vfr", fps=50.0, height=64)
+    assert len(src.timestamps) == 40
+    # annotation frame n at (n-1)/50 s
+    checks = {1: 0, 30: 29, 31: 30, 33: 31, 34: 31, 36: 32, 51: 38, 53: 39}
+    #  n=33 -> 0.64 s: nearest 0.65 (31); n=34 -> 0.66 s: 0.65 (31); n=36 -> 0.70 s: frame 32
+    assert indices(src, list(checks)) == list(checks.values())
+    # the last frame starts at 1.05 s; its duration is whatever the container says
+    assert src.n_frames >= 53
+    assert indices(src, [src.n_frames]) == [39]
+
+
+def test_iter_frame_batches_streams_in_order(tmp_path):
+    path = write_pattern_video(tmp_path / "v.mp4", 10, 50, size=(160, 90))
+    src = open_frames("v", fps=50.0, height=64, video_path=path)
+    numbers = [3, 1, 2, 10, 9]
+    chunks = list(iter_frame_batches(src, numbers, batch_size=2))
+    assert [c[0].tolist() for c in chunks] == [[3, 1], [2, 10], [9]]
+    assert [read_index(f) for _, fr in chunks for f in fr] == [n - 1 for n in numbers]
+
+
+# ---------------------------------------------------------------------------------------------
+# official frame archives
+
+
+def write_frame_archive(path: Path, frames: list[np.ndarray], prefix: str = "./", skip: tuple[int, ...] = ()) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for i, img in enumerate(frames, start=1):
+            if i in skip:
+                continue
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            assert ok
+            info = tarfile.TarInfo(f"{prefix}frame_{i:010d}.jpg")
+            info.size = len(buf)
+            tar.addfile(info, io.BytesIO(buf.tobytes()))
+    return path
+
+
+def test_archive_source_reads_one_based_frames(tmp_path):
+    frames = [pattern_frame(i, (228, 128)) for i in range(12)]
+    path = write_frame_archive(tmp_path / "P01_101.tar", frames)
+    src = open_frames("P01_101", fps=50.0, height=None, frames_archive=path)
+    assert isinstance(src, ArchiveFrameSource) and isinstance(src, FrameSource)
+    assert src.n_frames == 12 and src.size == (228, 128)
+    assert indices(src, [1, 12, 5, 5]) == [0, 11, 4, 4]
+    small = ArchiveFrameSource(path, "P01_101", 50.0, height=64)
+    assert small.size == (114, 64) and small.get([2]).shape == (1, 64, 114, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: clear errors naming the file
+
+
+def test_missing_video(tmp_path):
+    with pytest.raises(FrameSourceError, match=r"nope\.mp4: video file not found"):
+        open_frames("x", fps=50.0, height=64, video_path=tmp_path / "nope.mp4")
+
+
+def test_zero_length_video_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(FrameSourceError, match=r"empty\.mp4: video file is empty"):
+        VideoFrameSource(tmp_path / "empty.mp4", "x", 50.0, 64)
+
+
+def test_video_without_video_stream(tmp_path):
+    path = tmp_path / "audio_only.mp4"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=sample_rate=24000",
+                    "-t", "0.5", "-c:a", "aac", str(path)], check=True)
+    with pytest.raises(FrameSourceError, match=r"audio_only\.mp4: cannot open video"):
+        VideoFrameSource(path, "x", 50.0, 64)
+
+
+def test_corrupt_video(tmp_path):
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(FrameSourceError, match=r"garbage\.mp4: cannot open video"):
+        VideoFrameSource(path, "x", 50.0, 64)
+
+
+def test_truncated_video_moov_at_end(tmp_path):
+    full = write_pattern_video(tmp_path / "full.mp4", 50, 50, size=(160, 90))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(FrameSourceError, match=r"cut\.mp4: cannot open video"):
+        VideoFrameSource(cut, "x", 50.0, 64)
+
+
+def test_truncated_video_moov_at_start(tmp_path):
+    full = tmp_path / "fs.mp4"
+    write_pattern_video(tmp_path / "tmp.mp4", 100, 50, size=(160, 90))
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(tmp_path / "tmp.mp4"), "-c", "copy",
+                    "-movflags", "+faststart", str(full)], check=True)
+    cut = tmp_path / "cut_fs.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    # the sample table (moov) survives, the media data does not: the error comes at open time
+    # (first frame) or when the missing frames are decoded, never as silently repeated frames
+    with pytest.raises(FrameSourceError, match=r"cut_fs\.mp4: (cannot open video|decoding frames .* failed)"):
+        src = VideoFrameSource(cut, "x", 50.0, 64)
+        src.get(list(range(1, src.n_frames + 1)))
+
+
+def test_frame_numbers_beyond_the_end(tmp_path):
+    path = write_pattern_video(tmp_path / "short.mp4", 10, 50, size=(160, 90))
+    src = VideoFrameSource(path, "x", 50.0, 64)
+    with pytest.raises(FrameSourceError, match=r"short\.mp4: frame number\(s\) \[11\] outside 1\.\.10"):
+        src.get([1, 11])
+    with pytest.raises(FrameSourceError, match=r"outside 1\.\.10"):
+        src.get([0])
+
+
+def test_unreadable_archives(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"this is not a tar archive" * 40)
+    with pytest.raises(FrameSourceError, match=r"bad\.tar: unreadable frame archive"):
+        ArchiveFrameSource(bad, "x", 50.0)
+    with pytest.raises(FrameSourceError, match=r"absent\.tar: frame archive not found"):
+        ArchiveFrameSource(tmp_path / "absent.tar", "x", 50.0)
+    frames = [pattern_frame(i, (64, 36)) for i in range(4)]
+    gap = write_frame_archive(tmp_path / "gap.tar", frames, skip=(2,))
+    with pytest.raises(FrameSourceError, match=r"gap\.tar: .*missing frame\(s\) \[2\]"):
+        ArchiveFrameSource(gap, "x", 50.0)
+    whole = write_frame_archive(tmp_path / "whole.tar", frames)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:1500])
+    with pytest.raises(FrameSourceError, match=r"cut\.tar"):
+        ArchiveFrameSource(cut, "x", 50.0).get([1, 2, 3, 4])
+    with tarfile.open(tmp_path / "badjpeg.tar", "w") as tar:
+        info = tarfile.TarInfo("frame_0000000001.jpg")
+        info.size = 10
+        tar.addfile(info, io.BytesIO(b"0123456789"))
+    with pytest.raises(FrameSourceError, match=r"badjpeg\.tar: frame_0000000001\.jpg is not a readable JPEG"):
+        ArchiveFrameSource(tmp_path / "badjpeg.tar", "x", 50.0)

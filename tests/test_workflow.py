@@ -1,0 +1,153 @@
+"""The Snakemake workflow: lint, the demo DAG from an empty directory (dry-run), input switches
+and bad inputs reported before any job runs."""
+
+from __future__ import annotations
+
+import pytest
+from workflow_util import REPO, demo_config, job_counts, snakemake, write_config
+
+from epic_demo.spec import SIZES, plan_videos
+from m3em.annotations import EpicAnnotations
+
+EPIC_SLICE = REPO / "tests" / "data" / "epic"
+
+
+def tiny_videos(splits=("source_train", "target_train", "target_val", "target_test")) -> list[str]:
+    return sorted(v.video_id for v in plan_videos(SIZES["tiny"]) if v.split in splits)
+
+
+def test_lint_has_no_findings(tmp_path):
+    write_config(tmp_path, demo_config())
+    proc = snakemake(tmp_path, "--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_demo_dag_from_empty_directory(tmp_path):
+    """Every job of the demo DAG is known before anything exists: one job per video per stage."""
+    write_config(tmp_path, demo_config())
+    counts = job_counts(snakemake(tmp_path, "--dry-run", "all", check=True))
+    videos = tiny_videos()
+    n_runs = 4 * 3  # models A-D x (source-only, TA3N, TA3N + M3EM)
+    assert counts == {
+        "demo_data": 1,
+        "flow_video": len(videos),
+        "detections_video": len(videos),
+        "crops_video": len(videos),
+        "object_features_video": len(videos),
+        "finetune_backbone": 2,  # tbn, i3d
+        "features_video": 7 * len(videos),
+        "train_run": n_runs,
+        "predict_run": n_runs + 4,  # every run on target_val, the 4 ensemble members on target_test
+        "evaluate_run": n_runs,
+        "ensemble_scores": 3 + 1,  # three ensembles on target_val, the submitted one on target_test
+        "evaluate_ensemble": 3,
+        "submission_zip": 1,
+        "check_submission": 1,
+        "report_md": 1,
+        "all": 1,
+    }
+    # The dry run wrote nothing but the merged config the jobs read.
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["config"]
+
+
+def test_stage_targets_and_model_subset(tmp_path):
+    cfg = demo_config(**{"workflow.models": ["A"], "workflow.methods": ["ta3n_m3em"],
+                         "ensemble.combinations": [{"name": "A", "members": ["A"], "weights": [1.0]}],
+                         "submission.ensemble": "A"})
+    write_config(tmp_path, cfg)
+    n = len(tiny_videos())
+    assert job_counts(snakemake(tmp_path, "-n", "flow", check=True)) == {"demo_data": 1, "flow_video": n, "flow": 1}
+    counts = job_counts(snakemake(tmp_path, "-n", "features", check=True))
+    # Model A reads tbn_rgb/flow/audio, but the features target extracts every features.streams entry.
+    assert counts["features_video"] == 7 * n and counts["finetune_backbone"] == 2
+    counts = job_counts(snakemake(tmp_path, "-n", "train", check=True))
+    assert counts["train_run"] == 1 and counts["finetune_backbone"] == 1  # TBN only
+    assert counts["features_video"] == 3 * n
+    assert "detections_video" not in counts and "object_features_video" not in counts  # A needs no boxes
+
+
+def test_video_wildcard_is_pinned_to_epic_ids(tmp_path):
+    write_config(tmp_path, demo_config())
+    proc = snakemake(tmp_path, "-n", "results/flow/not_a_video.tar")
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stderr or "No rule to produce" in proc.stderr
+
+
+def test_schema_error_stops_before_any_job(tmp_path):
+    cfg = demo_config()
+    cfg["workflow"]["modles"] = ["A"]
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "--cores", "1", "all")
+    assert proc.returncode != 0
+    assert "workflow: unknown key(s) ['modles']" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_inconsistent_config_is_reported(tmp_path):
+    cfg = demo_config(**{"workflow.models": ["A", "B"]})  # ensembles name C and D
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", "all")
+    assert proc.returncode != 0
+    assert "ensemble.combinations A+B+C: member(s) ['C'] not in workflow.models" in proc.stderr
+
+
+def test_missing_videos_are_listed_before_any_job(tmp_path):
+    """Own data (demo off): every video of the used splits is checked, all missing paths listed."""
+    cfg = demo_config(**{"demo.enabled": False, "data.annotations_dir": str(EPIC_SLICE),
+                         "data.videos_dir": str(tmp_path / "videos"), "inputs.official_detections_dir": None})
+    write_config(tmp_path, cfg)
+    ann = EpicAnnotations.open(EPIC_SLICE)
+    videos = sorted({v for s in ("source_train", "target_train", "target_val", "target_test")
+                     for v in ann.split(s, labelled=False)["video_id"]})
+    (tmp_path / "videos").mkdir()
+    present = videos[0]
+    (tmp_path / "videos" / f"{present}.MP4").write_bytes(b"")
+    proc = snakemake(tmp_path, "--cores", "1", "all")
+    assert proc.returncode != 0
+    assert f"{len(videos) - 1} input file(s) missing (expected paths)" in proc.stderr
+    for v in videos[1:]:
+        assert f"{tmp_path}/videos/{v}.MP4" in proc.stderr
+    assert f"{present}.MP4" not in proc.stderr
+    assert not (tmp_path / "results" / "logs").exists()  # no job ran
+
+
+def test_official_flow_archives_replace_the_flow_stage(tmp_path):
+    official = tmp_path / "official_flow"
+    write_config(tmp_path, demo_config(**{"inputs.official_flow_dir": str(official)}))
+    videos = tiny_videos()
+    proc = snakemake(tmp_path, "-n", "features")
+    assert proc.returncode != 0 and f"{len(videos)} input file(s) missing" in proc.stderr
+    assert f"{official}/{videos[0]}.tar" in proc.stderr
+    official.mkdir()
+    for v in videos:
+        (official / f"{v}.tar").write_bytes(b"")
+    proc = snakemake(tmp_path, "-n", "features", check=True)
+    counts = job_counts(proc)
+    assert "flow_video" not in counts and counts["features_video"] == 7 * len(videos)
+    assert f"{official}/{videos[0]}.tar" in proc.stdout  # the extraction jobs read the official archives
+
+
+def test_official_features_skip_extraction(tmp_path):
+    official = tmp_path / "official_features"
+    official.mkdir()
+    for split in ("source_train", "target_train", "target_val", "target_test"):
+        (official / f"{split}.pkl").write_bytes(b"")
+    one_model = {"ensemble.combinations": [{"name": "A", "members": ["A"], "weights": [1.0]}],
+                 "submission.ensemble": "A", "inputs.official_features_dir": str(official)}
+    write_config(tmp_path, demo_config(**{"workflow.models": ["A", "D"], **one_model}))
+    proc = snakemake(tmp_path, "-n", "all")
+    assert proc.returncode != 0 and "models ['D'] need other streams" in proc.stderr
+
+    write_config(tmp_path, demo_config(**{"workflow.models": ["A"], **one_model}))
+    counts = job_counts(snakemake(tmp_path, "-n", "all", check=True))
+    for rule in ("flow_video", "detections_video", "finetune_backbone", "features_video"):
+        assert rule not in counts
+    assert counts["train_run"] == 3 and counts["submission_zip"] == 1
+
+
+@pytest.mark.parametrize("target", ["demo_data", "detections", "finetune", "evaluate", "ensemble", "submission", "report"])
+def test_named_stage_targets_exist(tmp_path, target):
+    write_config(tmp_path, demo_config())
+    counts = job_counts(snakemake(tmp_path, "-n", target, check=True))
+    assert counts.get("demo_data") == 1

@@ -1,0 +1,364 @@
+# Shared definitions: paths, wildcard constraints, the video list, input switches and the
+# input functions every stage uses. No science here: rules only call package entry points.
+#
+# Layout of what the DAG writes (R = data.results_dir):
+#   R/flow/<video>.tar                      TV-L1 flow, official archive layout (u/, v/)
+#   R/detections/<video>.parquet            hand-object boxes (detections table)
+#   R/crops/<video>.parquet                 per-frame crop boxes
+#   R/finetune/<backbone>/checkpoint.pt     fine-tuned TBN / I3D
+#   R/features/<stream>/<video>.safetensors per-(video, stream) features (object stream included)
+#   R/train/<model>_<method>/               checkpoint.pt, metrics.csv (per epoch)
+#   R/scores/<run>/<split>.npz              scores of a trained run or an ensemble
+#   R/metrics/<run>/<split>.json            official metrics
+#   R/submission.zip, R/submission.check.txt, R/report.md (+ R/report/*.png)
+#   R/logs/<rule>/<wildcards>.log, R/benchmarks/<rule>/<wildcards>.tsv
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from m3em.annotations import SPLIT_FILES, EpicAnnotations, split_path
+from m3em.atomic import atomic_write_text
+
+REPO = Path(workflow.basedir).resolve()
+RESULTS = config["data"]["results_dir"]
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+ENVS = REPO / "envs"
+DEMO = bool(config["demo"]["enabled"])
+INPUTS = config["inputs"]
+WF = config["workflow"]
+SPLITS = config["data"]["splits"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration the entry points read.
+#
+# Snakemake may merge several config files and --config overrides; the entry points read one
+# YAML file. The merged, validated config is written once under a content-hash name, so it never
+# changes under a running job and concurrent Snakemake processes (SLURM jobs re-parse this file)
+# write identical bytes. Its path reaches the jobs as $M3EM_CONFIG and is deliberately not an
+# input or a param (its name changes with every config edit): instead each job lists the config
+# sections it reads as `params`, so Snakemake's params trigger reruns exactly the jobs whose
+# sections changed.
+def _write_run_config():
+    text = yaml.safe_dump(dict(config), sort_keys=True)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    path = Path(RESULTS) / "config" / f"{digest}.yaml"
+    if not path.exists():
+        atomic_write_text(path, text)
+    return str(path)
+
+
+# Jobs inherit this process's environment (SLURM jobs re-run Snakemake, which re-parses this
+# file): $M3EM_CONFIG is the config above, and the repository root goes on PYTHONPATH so that
+# `python -m package.module` works from any working directory and in the conda envs (which do
+# not install the project).
+_pythonpath = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO)]
+os.environ.update({"M3EM_CONFIG": _write_run_config(), "PYTHONPATH": os.pathsep.join(_pythonpath)})
+
+
+def section(*names):
+    """Config sections a job reads, as one canonical JSON string (a `params` value)."""
+    return json.dumps({n: config.get(n) for n in names}, sort_keys=True)
+
+
+def env(name):
+    """Path of a conda environment file (envs/ sits at the repository root)."""
+    return str(ENVS / f"{name}.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models, runs and streams (all from config: models.<name>.modalities.<m>.stream).
+MODELS = tuple(WF["models"])
+METHODS = tuple(WF["methods"])
+RUNS = tuple(f"{m}_{meth}" for m in MODELS for meth in METHODS)
+ENSEMBLES = {c["name"]: c for c in config["ensemble"]["combinations"]}
+SUBMISSION_ENSEMBLE = config["submission"]["ensemble"]
+EVAL_SPLITS = tuple(config["evaluate"]["splits"])
+# Splits whose videos the pipeline touches: training domains, evaluation and the test split.
+USED_SPLITS = tuple(dict.fromkeys([SPLITS["source_train"], SPLITS["target_train"], *EVAL_SPLITS, SPLITS["test"]]))
+OFFICIAL_FEATURES = INPUTS.get("official_features_dir")
+FEATURES_DIR = config["features"]["features_dir"]
+METHOD_NAMES = ("source_only", "ta3n", "ta3n_m3em")
+# Streams written by features_video (the backbone is the name's prefix); "object" is written by
+# object_features_video.
+EXTRACTED_STREAMS = ("tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow")
+STREAM_BACKBONE = {s: s.split("_")[0] for s in EXTRACTED_STREAMS}
+# The streams of the organisers' pooled features (inputs.official_features_dir).
+OFFICIAL_STREAMS = frozenset({"tbn_rgb", "tbn_flow", "tbn_audio"})
+
+
+def model_streams(model):
+    """Feature streams a model reads (its modalities' streams)."""
+    return tuple(dict.fromkeys(m["stream"] for m in config["models"][model]["modalities"].values()))
+
+
+def gpu_request(name):
+    """GPUs a job of stage `name` asks the scheduler for: 1 when the stage's config section says
+    `device: cuda...`, else 0. The device itself is the entry point's business (a GPU configured
+    but absent is its error); profiles/slurm sets `gpu: 1` per GPU rule on clusters."""
+    return 1 if str((config.get(name) or {}).get("device", "cpu")).startswith("cuda") else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Wildcards. Video ids follow the EPIC pattern (P01_01, P01_101).
+wildcard_constraints:
+    video=r"P\d\d_\d\d\d?",
+    model="|".join(MODELS),
+    method="|".join(METHODS),
+    backbone="tbn|i3d",
+    stream="|".join(EXTRACTED_STREAMS),
+    split="|".join(SPLIT_FILES),
+    ensemble="|".join(re.escape(n) for n in ENSEMBLES),
+
+
+def _check_config():
+    """Cross-section consistency the schema cannot express; raised before any job runs."""
+    problems = []
+    for name, comb in ENSEMBLES.items():
+        missing = [m for m in comb["members"] if m not in MODELS]
+        if missing:
+            problems.append(f"ensemble.combinations {name}: member(s) {missing} not in workflow.models {list(MODELS)}")
+    if WF["ensemble_method"] not in METHODS:
+        problems.append(f"workflow.ensemble_method {WF['ensemble_method']!r} not in workflow.methods {list(METHODS)}")
+    if DEMO:
+        for key in ("annotations_dir", "videos_dir"):
+            if not Path(config["data"][key]).resolve().is_relative_to(Path(config["demo"]["out_dir"]).resolve()):
+                problems.append(f"demo.enabled is true but data.{key} ({config['data'][key]}) is not under "
+                                f"demo.out_dir ({config['demo']['out_dir']}); set demo.enabled: false for your own data")
+    if SUBMISSION_ENSEMBLE not in ENSEMBLES:
+        problems.append(f"submission.ensemble {SUBMISSION_ENSEMBLE!r} is not an ensemble.combinations name "
+                        f"({list(ENSEMBLES)})")
+    if config["train"]["features_dir"] != FEATURES_DIR and not OFFICIAL_FEATURES:
+        problems.append(f"train.features_dir ({config['train']['features_dir']}) must equal features.features_dir "
+                        f"({FEATURES_DIR}): the trainer reads what the extraction writes")
+    unknown = [m for m in MODELS if m not in config["models"]]
+    if unknown:
+        problems.append(f"workflow.models {unknown}: no such entry in models:")
+    else:
+        for m in MODELS:
+            # The trainer calls TA3N + M3EM "m3em"; the tables and run names say "ta3n_m3em".
+            allowed = [("ta3n_m3em" if x == "m3em" else x) for x in config["models"][m].get("methods", METHOD_NAMES)]
+            bad = [x for x in METHODS if x not in allowed]
+            if bad:
+                problems.append(f"workflow.methods {bad} not allowed for model {m} (models.{m}.methods)")
+            extractable = set(config["features"]["streams"]) | {"object"}
+            if not OFFICIAL_FEATURES and not set(model_streams(m)) <= extractable:
+                problems.append(f"model {m} reads streams {sorted(set(model_streams(m)) - extractable)} that "
+                                "features.streams does not extract")
+    if OFFICIAL_FEATURES and not unknown:
+        bad = [m for m in MODELS if not set(model_streams(m)) <= OFFICIAL_STREAMS]
+        if bad:
+            problems.append(f"inputs.official_features_dir holds only TBN RGB/Flow/Audio features; models {bad} need "
+                            "other streams: set workflow.models to [A] or unset official_features_dir")
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+_check_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos.
+#
+# With the demo enabled the annotation files do not exist before the demo_data job writes them,
+# so the video ids come from the demo's own plan (epic_demo.spec.plan_videos, pure data: the
+# same function the generator uses); this keeps the whole DAG visible to --dry-run from an empty
+# directory, with no checkpoint. Otherwise they are read from the annotation files.
+def _demo_videos():
+    from epic_demo.spec import SIZES, plan_videos
+
+    return {v.video_id: v.split for v in plan_videos(SIZES[config["demo"]["size"]])}
+
+
+def _annotation_videos():
+    ann = EpicAnnotations.open(config["data"]["annotations_dir"])
+    out = {}
+    for split in USED_SPLITS:
+        for vid in ann.split(split, labelled=False)["video_id"].unique():
+            out.setdefault(str(vid), split)
+    return out
+
+
+if DEMO:
+    _VIDEO_SPLIT = {v: s for v, s in _demo_videos().items() if s in USED_SPLITS}
+else:
+    _VIDEO_SPLIT = _annotation_videos()
+VIDEOS = tuple(sorted(_VIDEO_SPLIT))
+SOURCE_TRAIN_VIDEOS = tuple(v for v in VIDEOS if _VIDEO_SPLIT[v] == SPLITS["source_train"])
+if not VIDEOS:
+    raise ValueError(f"no videos in the splits {list(USED_SPLITS)} (data.annotations_dir "
+                     f"{config['data']['annotations_dir']})")
+
+
+def video_path(video):
+    return f"{config['data']['videos_dir']}/{video}{config['data']['video_ext']}"
+
+
+def official(kind, video=None):
+    """Path of an official input (`kind` is an inputs.* key without the official_ prefix)."""
+    root = INPUTS.get(f"official_{kind}_dir")
+    if not root:
+        return None
+    if kind == "features":
+        return root
+    ext = {"frames": ".tar", "flow": ".tar", "detections": ".pkl"}[kind]
+    return f"{root}/{video}{ext}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing inputs are reported here, at parse time, with every expected path (not one job failure
+# at a time). In demo mode the inputs under demo.out_dir are outputs of demo_data instead.
+def _expected_inputs():
+    paths = []
+    if OFFICIAL_FEATURES:
+        paths += [f"{OFFICIAL_FEATURES}/{s}.pkl" for s in USED_SPLITS]
+        return paths
+    for v in VIDEOS:
+        paths.append(official("frames", v) or video_path(v))
+        if official("flow", v):
+            paths.append(official("flow", v))
+        if official("detections", v) and needs_detections():
+            paths.append(official("detections", v))
+    return paths
+
+
+def needs_detections():
+    return any(s in model_streams(m) for m in MODELS for s in ("object", "tbn_crop_rgb", "tbn_crop_flow"))
+
+
+def under_demo(path):
+    """Whether a path is written by the demo_data job (lies under demo.out_dir)."""
+    return DEMO and Path(path).resolve().is_relative_to(Path(config["demo"]["out_dir"]).resolve())
+
+
+def demo_outputs():
+    """Every file the demo generator writes (epic_demo.generate.expected_outputs)."""
+    from epic_demo.generate import expected_outputs
+
+    return [str(p) for p in expected_outputs(config["demo"]["out_dir"], config["demo"]["size"])]
+
+
+_missing = [p for p in _expected_inputs() if not under_demo(p) and not Path(p).exists()]
+if _missing:
+    shown = "\n  ".join(_missing[:50]) + (f"\n  ... and {len(_missing) - 50} more" if len(_missing) > 50 else "")
+    raise FileNotFoundError(f"{len(_missing)} input file(s) missing (expected paths):\n  {shown}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions.
+def annotation_files():
+    """The annotation files the DAG reads (class files, video table, used splits)."""
+    root = config["data"]["annotations_dir"]
+    files = [f"{root}/{n}" for n in ("EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv", "EPIC_100_video_info.csv")]
+    if DEMO:  # not written yet: the paths the generator will write
+        from epic_demo.annotations import split_file
+
+        return files + [str(split_file(Path(root), s)) for s in USED_SPLITS]
+    return files + [str(split_path(root, s)) for s in USED_SPLITS]
+
+
+def rgb_input(video):
+    """Decoded-frame source of a video: the official frame archive when configured, else the video."""
+    return official("frames", video) or video_path(video)
+
+
+def rgb_flag(video, frames_flag="--frames"):
+    """`--video <file>`, or `<frames_flag> <archive>` with official frames (flag names differ per CLI)."""
+    frames = official("frames", video)
+    return f"{frames_flag} {frames}" if frames else f"--video {video_path(video)}"
+
+
+def flow_archive(video):
+    return official("flow", video) or f"{RESULTS}/flow/{video}.tar"
+
+
+def feature_file(stream, video):
+    return f"{FEATURES_DIR}/{stream}/{video}.safetensors"
+
+
+def train_inputs(wildcards):
+    """Everything a run trains on: its streams' features for every video (or the official pickles)."""
+    if OFFICIAL_FEATURES:
+        return [f"{OFFICIAL_FEATURES}/{s}.pkl" for s in USED_SPLITS]
+    return [feature_file(s, v) for s in model_streams(wildcards.model) for v in VIDEOS]
+
+
+def feature_inputs(wc):
+    """Inputs of one (video, stream) extraction job."""
+    stream, video = wc.stream, wc.video
+    inputs = {
+        "checkpoint": f"{RESULTS}/finetune/{STREAM_BACKBONE[stream]}/checkpoint.pt",
+        "ann": annotation_files(),
+    }
+    if stream.endswith("flow"):
+        inputs["flow"] = flow_archive(video)
+    else:  # rgb and audio streams decode the video (audio is never in a frame archive)
+        inputs["rgb"] = video_path(video) if stream == "tbn_audio" else rgb_input(video)
+    if "_crop_" in stream:
+        inputs["crops"] = f"{RESULTS}/crops/{video}.parquet"
+    return inputs
+
+
+def feature_flags(wc):
+    """Command-line input flags of one (video, stream) extraction job."""
+    stream, video = wc.stream, wc.video
+    if stream.endswith("flow"):
+        flags = f"--flow {flow_archive(video)}"
+    elif stream == "tbn_audio":
+        flags = f"--video {video_path(video)}"
+    else:
+        flags = rgb_flag(video)
+    if "_crop_" in stream:
+        flags += f" --crops {RESULTS}/crops/{video}.parquet"
+    return flags
+
+
+def train_params(model):
+    """The config a run depends on: the trainer's section and this model's own entry only."""
+    models = config["models"]
+    return json.dumps({"train": config["train"], "ta3n": models.get("ta3n"), "model": models[model]}, sort_keys=True)
+
+
+def run_dir(run):
+    return f"{RESULTS}/train/{run}"
+
+
+def scores_file(run, split):
+    return f"{RESULTS}/scores/{run}/{split}.npz"
+
+
+def metrics_file(run, split):
+    return f"{RESULTS}/metrics/{run}/{split}.json"
+
+
+def ensemble_run(name):
+    return f"ensemble_{name}"
+
+
+def member_scores(wildcards):
+    comb = ENSEMBLES[wildcards.ensemble]
+    return [scores_file(f"{m}_{WF['ensemble_method']}", wildcards.split) for m in comb["members"]]
+
+
+def all_metrics():
+    runs = list(RUNS) + [ensemble_run(n) for n in ENSEMBLES]
+    return [metrics_file(r, s) for r in runs for s in EVAL_SPLITS]
+
+
+def needed_streams():
+    return sorted({s for m in MODELS for s in model_streams(m)})
+
+
+def target_streams():
+    """Streams of the `features` target: those the models read plus features.streams."""
+    return sorted(set(needed_streams()) | set(config["features"]["streams"]))
+
+
+def needed_backbones():
+    return sorted({STREAM_BACKBONE[s] for s in needed_streams() if s in STREAM_BACKBONE})

@@ -1,0 +1,28 @@
+# Backbone fine-tuning on the labelled source domain (TBN: RGB/Flow/Audio, I3D: RGB/Flow).
+# One job per backbone; it reads every source-train video and its flow.
+
+
+rule finetune_backbone:
+    input:
+        rgb=[rgb_input(v) for v in SOURCE_TRAIN_VIDEOS],
+        flow=[flow_archive(v) for v in SOURCE_TRAIN_VIDEOS],
+        ann=annotation_files(),
+    output:
+        checkpoint=f"{RESULTS}/finetune/{{backbone}}/checkpoint.pt",
+        metrics=f"{RESULTS}/finetune/{{backbone}}/metrics.csv",
+    params:
+        cfg=section("decode", "audio", "backbones", "finetune"),
+    log:
+        f"{LOGS}/finetune/{{backbone}}.log",
+    benchmark:
+        f"{BENCH}/finetune/{{backbone}}.tsv"
+    threads: 8
+    resources:
+        mem_mb=64000,
+        runtime=2880,
+        gpu=gpu_request("finetune"),
+    conda:
+        env("torch")
+    shell:
+        "python -m extractors.finetune --config \"$M3EM_CONFIG\" --backbone {wildcards.backbone}"
+        " --out {output.checkpoint} > {log} 2>&1"

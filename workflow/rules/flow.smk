@@ -1,0 +1,28 @@
+# TV-L1 optical flow, one job per video, stored in the official archive layout (u/, v/ frame
+# JPEGs in one tar). Skipped when inputs.official_flow_dir is set: flow_archive() then points at
+# the official archives.
+
+
+rule flow_video:
+    input:
+        rgb=lambda wc: rgb_input(wc.video),
+        ann=annotation_files(),
+    output:
+        f"{RESULTS}/flow/{{video}}.tar",
+    params:
+        cfg=section("decode", "flow"),
+        rgb=lambda wc: rgb_flag(wc.video),
+    log:
+        f"{LOGS}/flow/{{video}}.log",
+    benchmark:
+        f"{BENCH}/flow/{{video}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=gpu_request("flow"),
+    conda:
+        env("video")
+    shell:
+        "python -m extractors.flow --config \"$M3EM_CONFIG\" --video-id {wildcards.video} {params.rgb}"
+        " --out {output} --no-progress > {log} 2>&1"

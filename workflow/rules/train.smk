@@ -1,0 +1,53 @@
+# TA3N (+ M3EM) training: one job per (model, method). The trainer's section and the model's own
+# entry are params, so changing models.A reruns A's runs and their dependants only. The trainer
+# also writes checkpoint.pt after every epoch (for a manual --resume); the job's output is
+# model.pt, written when training has finished.
+
+
+rule train_run:
+    input:
+        features=train_inputs,
+        ann=annotation_files(),
+    output:
+        model=f"{RESULTS}/train/{{model}}_{{method}}/model.pt",
+        metrics=f"{RESULTS}/train/{{model}}_{{method}}/metrics.csv",
+    params:
+        cfg=lambda wc: train_params(wc.model),
+        out_dir=lambda wc: run_dir(f"{wc.model}_{wc.method}"),
+    log:
+        f"{LOGS}/train/{{model}}_{{method}}.log",
+    benchmark:
+        f"{BENCH}/train/{{model}}_{{method}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=720,
+        gpu=gpu_request("train"),
+    conda:
+        env("torch")
+    shell:
+        "python -m m3em.train --config \"$M3EM_CONFIG\" --model {wildcards.model} --method {wildcards.method}"
+        " --out-dir {params.out_dir} --no-progress > {log} 2>&1"
+
+
+rule predict_run:
+    input:
+        model=f"{RESULTS}/train/{{model}}_{{method}}/model.pt",
+        features=train_inputs,
+        ann=annotation_files(),
+    output:
+        scores_file("{model}_{method}", "{split}"),
+    log:
+        f"{LOGS}/predict/{{model}}_{{method}}/{{split}}.log",
+    benchmark:
+        f"{BENCH}/predict/{{model}}_{{method}}/{{split}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60,
+        gpu=gpu_request("train"),
+    conda:
+        env("torch")
+    shell:
+        "python -m m3em.predict --config \"$M3EM_CONFIG\" --checkpoint {input.model} --split {wildcards.split}"
+        " --out {output} --no-progress > {log} 2>&1"
