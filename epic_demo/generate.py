@@ -17,9 +17,11 @@ video does not change when another is added and the same seed gives the same dat
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import time
 import zlib
 from collections.abc import Callable
@@ -117,8 +119,10 @@ def render_video(out_dir: Path, video: VideoSpec, segments: tuple[Segment, ...],
     write_official_detections(detections_path(out_dir, video.video_id), video.video_id, frames)
 
 
-def generate_dataset(out_dir: str | Path, size: str, seed: int, *, show_progress: bool = True) -> dict:
+def generate_dataset(out_dir: str | Path, size: str, seed: int, *, jobs: int = 1, show_progress: bool = True) -> dict:
     """Write the demo dataset of ``size`` (tiny | default | large) under ``out_dir``.
+
+    ``jobs`` videos are rendered in parallel processes (the output is the same for any ``jobs``).
 
     Returns:
         The manifest (also written to ``out_dir/demo_manifest.json``, last).
@@ -127,6 +131,8 @@ def generate_dataset(out_dir: str | Path, size: str, seed: int, *, show_progress
         raise ValueError(f"unknown demo size {size!r}; choose one of {sorted(SIZES)}")
     if seed < 0:
         raise ValueError(f"demo seed must be >= 0, got {seed}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     out_dir = Path(out_dir)
     preset = SIZES[size]
     videos = plan_videos(preset)
@@ -147,8 +153,18 @@ def generate_dataset(out_dir: str | Path, size: str, seed: int, *, show_progress
 
     total = sum(v.n_frames for v in videos)
     with tqdm(total=total, desc=f"demo {size}", unit="frame", disable=not show_progress) as bar:
-        for v in videos:
-            render_video(out_dir, v, plans[v.video_id], rngs[v.video_id], bar.update)
+        if jobs == 1:
+            for v in videos:
+                render_video(out_dir, v, plans[v.video_id], rngs[v.video_id], bar.update)
+        else:
+            # Videos are independent (own random streams), so the result does not depend on jobs.
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = {pool.submit(render_video, out_dir, v, plans[v.video_id], rngs[v.video_id]): v
+                           for v in videos}
+                for fut in concurrent.futures.as_completed(futures):
+                    fut.result()  # re-raises a worker's error
+                    bar.update(futures[fut].n_frames)
 
     files = sorted(p for p in expected_outputs(out_dir, size) if p.name != MANIFEST)
     manifest = {

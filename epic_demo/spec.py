@@ -169,7 +169,7 @@ SOURCE = DomainStyle(
 )
 TARGET = DomainStyle(
     name="target", fps=50, background=Background.TILES, gain=0.86, light_ramp=0.35, vignette=0.3, gamma=1.12,
-    colour_cast=(0.86, 0.98, 1.16), saturation=0.8, blur_sigma=0.0045, noise_sigma=7.0,
+    colour_cast=(0.86, 0.98, 1.16), saturation=0.8, blur_sigma=0.003, noise_sigma=4.5,
     segment_seconds=(0.8, 1.9), gap_seconds=(0.2, 0.7),
     audio_noise=0.025, audio_lowpass_hz=5500.0, audio_gain=0.8, hum_hz=150.0, miss_rate=0.09,
 )
@@ -204,7 +204,7 @@ class SizePreset:
 #: participant P03 (P03/P04 in ``large``), as in EPIC's UDA split.
 SIZES: dict[str, SizePreset] = {
     "tiny": SizePreset(
-        name="tiny", width=128, height=72, seconds=4,
+        name="tiny", width=128, height=72, seconds=6,
         videos={"source_train": ("P01",), "source_val": ("P03",),
                 "target_train": ("P01",), "target_val": ("P03",), "target_test": ("P02",)},
     ),

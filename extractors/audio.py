@@ -7,15 +7,17 @@ and resamples it (ffmpeg swresample) to ``sample_rate``, mono.
 
 For a time ``t`` (annotation frame ``n`` is at ``t = (n - 1) / fps``):
 
-* window: ``round(window_s * sr)`` samples (30,696 at 24 kHz) starting at
-  ``round((t - window_s / 2) * sr)``. A window that would start before the first sample uses the
-  first ``window_s`` of the file, one that would end after the last sample uses the last
-  ``window_s`` (TBN's rule). A file shorter than one window is zero-padded at the end.
+* window (TBN's rule, exactly): samples ``round((t - h) * sr)`` to ``round((t + h) * sr)``
+  with ``h`` = ``window_s / 2`` rounded down to the ms = 0.639 s (30,672 samples at 24 kHz). If ``t - h < 0`` the first
+  ``round(window_s * sr)`` samples (``window_s`` = 1.279 s, 30,696) are used instead; if
+  ``t + h`` is past the end of the file, the last ``round(window_s * sr)``. A file shorter than
+  that is zero-padded at the end.
 * STFT (librosa): ``n_fft`` 511, Hann window of ``win_length`` 240 (10 ms), ``hop_length`` 120
   (5 ms), centred frames, ``pad_mode='constant'`` (zeros).
 * ``log(|S|^2 + eps)``, eps 1e-6: ``(n_fft // 2 + 1) x T`` = 256 x 256. With the defaults T is
-  exactly ``1 + 30696 // 120 = 256``; for other settings the time axis is cut to ``n_time``
-  from the right, or padded on the right with ``log(eps)`` (silence).
+  exactly 256 for both window lengths (``1 + 30672 // 120 = 1 + 30696 // 120``); for other
+  settings the time axis is cut to ``n_time`` from the right, or padded on the right with
+  ``log(eps)`` (silence).
 
 A file without an audio track raises :class:`AudioError` naming the file (turn audio off in the
 config with ``audio.enabled: false`` to run such videos).
@@ -41,7 +43,8 @@ class AudioConfig:
     Attributes:
         enabled: whether the audio stream is computed at all.
         sample_rate: resampling rate in Hz.
-        window_s: length of the window centred on a frame time, seconds.
+        window_s: window length, seconds (TBN: 1.279). Windows centred on a frame time span
+            +- :attr:`half_window_s`; windows at the start and end of a file are ``window_s`` long.
         n_fft: FFT size (frequency bins = n_fft // 2 + 1).
         win_length: Hann window length in samples (10 ms at 24 kHz).
         hop_length: hop in samples (5 ms at 24 kHz).
@@ -59,8 +62,17 @@ class AudioConfig:
     eps: float = 1e-6
 
     @property
+    def half_window_s(self) -> float:
+        """Half-width of a centred window: ``window_s / 2`` rounded down to the millisecond.
+
+        TBN hard-codes +-0.639 s around the centre with 1.279 s edge windows; this rule gives
+        exactly that and scales to other window lengths.
+        """
+        return float(np.floor(self.window_s * 500 + 1e-9) / 1000)
+
+    @property
     def window_samples(self) -> int:
-        """Samples per window: ``round(window_s * sample_rate)``."""
+        """Samples of an edge window: ``round(window_s * sample_rate)``."""
         return int(round(self.window_s * self.sample_rate))
 
     @property
@@ -97,19 +109,15 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 
 def window_bounds(n_samples: int, centre_s: float, cfg: AudioConfig) -> tuple[int, int]:
-    """``[start, stop)`` sample range of the window centred on ``centre_s`` (TBN's edge rule).
-
-    ``stop - start`` is ``min(window_samples, n_samples)``.
-    """
-    n = cfg.window_samples
-    if n_samples <= n:
-        return 0, n_samples
-    start = int(round((centre_s - cfg.window_s / 2) * cfg.sample_rate))
-    if start < 0:
-        return 0, n
-    if start + n > n_samples:
-        return n_samples - n, n_samples
-    return start, start + n
+    """``[start, stop)`` sample range of the window centred on ``centre_s`` (TBN's rule, see module doc)."""
+    sr = cfg.sample_rate
+    left_s, right_s = centre_s - cfg.half_window_s, centre_s + cfg.half_window_s
+    n_edge = min(cfg.window_samples, n_samples)
+    if left_s < 0:
+        return 0, n_edge
+    if right_s > n_samples / sr:
+        return n_samples - n_edge, n_samples
+    return int(round(left_s * sr)), int(round(right_s * sr))
 
 
 def log_spectrogram(window: np.ndarray, cfg: AudioConfig) -> np.ndarray:
@@ -117,8 +125,6 @@ def log_spectrogram(window: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     import librosa
 
     x = np.asarray(window, dtype=np.float32)
-    if x.size < cfg.window_samples:  # file shorter than one window
-        x = np.pad(x, (0, cfg.window_samples - x.size))
     spec = librosa.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
                         window="hann", center=True, pad_mode="constant")
     logp = np.log(np.abs(spec) ** 2 + cfg.eps).astype(np.float32)
@@ -130,18 +136,24 @@ def log_spectrogram(window: np.ndarray, cfg: AudioConfig) -> np.ndarray:
 
 
 class AudioTrack:
-    """The decoded soundtrack of one video, ready to cut spectrograms from.
+    """The soundtrack of one video, ready to cut spectrograms from.
+
+    Args:
+        samples: ``(S,)`` mono samples at ``cfg.sample_rate`` (:func:`load_audio`).
+        cfg: the audio section.
+        path: the media file they came from (for messages), if any.
 
     Attributes:
-        path: the media file.
-        samples: ``(S,)`` float32 mono samples at ``cfg.sample_rate``.
+        samples: ``(S,)`` float32.
         duration: ``S / sample_rate`` seconds.
     """
 
-    def __init__(self, path: str | Path, cfg: AudioConfig) -> None:
-        self.path = Path(path)
+    def __init__(self, samples: np.ndarray, cfg: AudioConfig, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
         self.cfg = cfg
-        self.samples = load_audio(self.path, cfg.sample_rate)
+        self.samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self.samples.size == 0:
+            raise AudioError(f"{self.path or '<samples>'}: no audio samples")
         self.duration = self.samples.size / cfg.sample_rate
 
     def spectrograms(self, times_s: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -150,7 +162,10 @@ class AudioTrack:
         out = np.empty((times.size, self.cfg.n_freq, self.cfg.n_time), dtype=np.float32)
         for i, t in enumerate(times.tolist()):
             start, stop = window_bounds(self.samples.size, t, self.cfg)
-            out[i] = log_spectrogram(self.samples[start:stop], self.cfg)
+            window = self.samples[start:stop]
+            if window.size < self.cfg.window_samples and self.samples.size < self.cfg.window_samples:
+                window = np.pad(window, (0, self.cfg.window_samples - window.size))  # file shorter than a window
+            out[i] = log_spectrogram(window, self.cfg)
         return out
 
     def spectrograms_at_frames(self, frame_numbers: Sequence[int] | np.ndarray, fps: float) -> np.ndarray:
@@ -165,4 +180,4 @@ def open_audio(path: str | Path, cfg: AudioConfig) -> AudioTrack:
     """Decode the audio of ``path``; an error if ``cfg.enabled`` is false (callers check it first)."""
     if not cfg.enabled:
         raise AudioError(f"{path}: audio is disabled in the config (audio.enabled: false)")
-    return AudioTrack(path, cfg)
+    return AudioTrack(load_audio(path, cfg.sample_rate), cfg, path)

@@ -4,7 +4,7 @@
         --stream tbn_rgb --out results/features/tbn_rgb/P01_101.safetensors \
         [--stream tbn_flow --out ... --stream tbn_audio --out ...] \
         --checkpoint results/finetune/tbn/checkpoint.pt \
-        [--video P01_101.MP4 | --frames P01_101.tar] [--flow flow/P01_101.tar] [--crops crops/P01_101.parquet]
+        [--video P01_101.MP4] [--frames P01_101.tar] [--flow flow/P01_101.tar] [--crops crops/P01_101.parquet]
 
 One job = one video. A job may write several streams of the *same* backbone at once (repeat
 ``--stream``/``--out`` in pairs; without ``--out`` the files go to
@@ -24,8 +24,9 @@ stream                    input                       output per segment (fp16)
                                                       ``clip_length`` clip, averaged over time
 ========================  ==========================  ==============================================
 
-h = w = 7 at input 224. The crop streams use the TBN fine-tuned on full frames (it never saw
-crops), the same ``--checkpoint`` as ``tbn_rgb``. Segments: every row of every annotation split
+h = w = 7 at input 224. The input size and I3D clip length are those the checkpoint was
+fine-tuned with (its ``meta``), not re-read from ``backbones``. The crop streams use the TBN
+fine-tuned on full frames (it never saw crops), the same ``--checkpoint`` as ``tbn_rgb``. Segments: every row of every annotation split
 file present in ``data.annotations_dir`` whose video is this one (a narration id listed in two
 splits must have the same frames), sorted by start frame; positions are
 :func:`m3em.features.segment_positions` (P from ``features.positions``). Input rules (geometry,
@@ -270,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", action="append", type=Path, default=None,
                         help="output file per --stream, same order (default: features.features_dir/<stream>/<video>.safetensors)")
     parser.add_argument("--checkpoint", required=True, type=Path, help="extractors.finetune checkpoint of the backbone")
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--video", type=Path, help="video file (RGB frames unless --frames; the sound track for tbn_audio)")
-    src.add_argument("--frames", type=Path, help="official frame archive (tar of frame_%%010d.jpg)")
+    parser.add_argument("--video", type=Path, help="video file (RGB frames unless --frames; the sound track for tbn_audio)")
+    parser.add_argument("--frames", type=Path, help="official frame archive (tar of frame_%%010d.jpg); RGB frames come "
+                        "from it when given, even with --video")
     parser.add_argument("--flow", type=Path, help="flow archive (u/, v/ frame_%%010d.jpg)")
     parser.add_argument("--crops", type=Path, help="crop table (Parquet) for the crop streams")
     args = parser.parse_args(argv)
@@ -296,6 +297,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     streams = list(args.stream)
     if len(set(streams)) != len(streams):
         raise ConfigError(f"--stream given twice: {streams}")
+    disabled = [s for s in streams if s not in feats.streams]
+    if disabled:
+        raise ConfigError(f"streams {disabled} are not in features.streams {list(feats.streams)}")
     backbones = {STREAM_BACKBONE[s] for s in streams}
     if len(backbones) != 1:
         raise ConfigError(f"one job extracts streams of one backbone; got {streams}")

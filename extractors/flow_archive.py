@@ -31,9 +31,10 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from extractors.video import TarIndex
 from m3em.atomic import atomic_output
 
-_FLOW_NAME = re.compile(r"(?:^|/)([uv])/frame_(\d+)\.jpe?g$")
+_FLOW_NAME = re.compile(r"(?:^|/)(?P<key>[uv])/frame_(?P<n>\d+)\.jpe?g$")
 
 
 class FlowArchiveError(RuntimeError):
@@ -233,40 +234,17 @@ class FlowSource:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FlowArchiveError(f"{self.path}: flow archive not found")
-        try:
-            self._tar = tarfile.open(self.path, mode="r:*")
-            members = self._tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise FlowArchiveError(f"{self.path}: unreadable flow archive (not a tar, truncated or corrupt): {exc}") from exc
-        self._members: dict[str, dict[int, tarfile.TarInfo]] = {"u": {}, "v": {}}
-        for m in members:
-            match = _FLOW_NAME.search(m.name)
-            if m.isfile() and match:
-                self._members[match.group(1)][int(match.group(2))] = m
-        u, v = self._members["u"], self._members["v"]
-        if not u or not v:
-            raise FlowArchiveError(f"{self.path}: flow archive needs u/frame_%010d.jpg and v/frame_%010d.jpg files")
-        if set(u) != set(v):
-            diff = sorted(set(u) ^ set(v))[:5]
-            raise FlowArchiveError(f"{self.path}: u/ and v/ hold different frames, e.g. {diff}")
-        self.n_frames = max(u)
-        if len(u) != self.n_frames:
-            missing = sorted(set(range(1, self.n_frames + 1)) - set(u))[:5]
-            raise FlowArchiveError(f"{self.path}: flow archive is not contiguous from 1: missing frame(s) {missing}")
+        self._index = TarIndex(self.path, _FLOW_NAME, ("u", "v"), "flow archive",
+                               "u/frame_%010d.jpg and v/frame_%010d.jpg files", FlowArchiveError)
+        self.n_frames = self._index.n
         first = self._decode("u", 1)
         self.size = (first.shape[1], first.shape[0])
 
     def _decode(self, comp: str, k: int) -> np.ndarray:
-        member = self._members[comp][k]
-        try:
-            data = self._tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError, AttributeError) as exc:
-            raise FlowArchiveError(f"{self.path}: cannot read {member.name} (truncated archive?): {exc}") from exc
+        data = self._index.read(k, comp)
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
         if img is None:
-            raise FlowArchiveError(f"{self.path}: {member.name} is not a readable JPEG")
+            raise FlowArchiveError(f"{self.path}: {self._index.name(k, comp)} is not a readable JPEG")
         return img
 
     def get(self, flow_frames: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -292,7 +270,7 @@ class FlowSource:
         return out
 
     def close(self) -> None:
-        self._tar.close()
+        self._index.close()
 
     def __enter__(self) -> FlowSource:
         return self

@@ -13,15 +13,22 @@ Two implementations stand behind it:
 * :class:`VideoFrameSource` decodes the video with decord. Annotation frame ``n`` is the decoded
   frame whose presentation time is nearest to ``(n - 1) / fps`` (DESIGN section 3), where
   ``fps`` is the *annotation* frame rate (:func:`annotation_fps`) and times are counted from the
-  first decoded frame; a tie goes to the earlier frame (what ffmpeg's ``-r`` resampling shows at
-  that instant). This works for variable-frame-rate files and for files whose container rate
-  differs from the annotation rate: frames are duplicated or skipped exactly as when EPIC
-  extracted its JPEGs with ``ffmpeg -r 60`` / ``-r 50``. Frames are scaled by decord (ffmpeg
+  first decoded frame; a tie goes to the earlier frame. This works for variable-frame-rate files
+  and for files whose container rate differs from the annotation rate (frames are duplicated or
+  skipped). Against the frames EPIC's extraction command writes (``ffmpeg -r 60`` / ``-r 50``)
+  it agrees frame for frame when up-sampling, and for 59.94 -> 60 fps except where an input
+  frame sits within tens of microseconds of half-way (ffmpeg keeps the earlier one: 1 frame in 700
+  in the tests); when down-sampling ffmpeg's constant-rate sync lags the nearest frame by one or
+  two frames. Frames are scaled by decord (ffmpeg
   swscale) to height ``H`` keeping the aspect ratio, the width rounded to an even number as
   ffmpeg's ``scale=-2:H`` does (1920x1080 -> 456x256).
-* :class:`ArchiveFrameSource` reads an official frame archive (a tar of 1-based
+* :class:`ArchiveFrameSource` reads an official frame archive (an uncompressed tar of 1-based
   ``frame_%010d.jpg``, e.g. ``P01/rgb_frames/P01_101.tar``): file ``frame_n`` *is* annotation
-  frame ``n``.
+  frame ``n``. Members are found once (:class:`TarIndex`, two integer arrays, flat memory) and
+  read by seeking.
+
+:func:`iter_frame_batches` streams any list of frame numbers in bounded chunks. Sort requests
+per video where possible: a random access costs a seek to the previous keyframe.
 
 Errors (missing, empty, truncated or corrupt files, frame numbers past the end) raise
 :class:`FrameSourceError` with the file name in the message.
@@ -47,7 +54,7 @@ import numpy as np
 #: (stop_frame / stop_timestamp is 60.00 and 50.00 on the official splits).
 ANNOTATION_FPS_RULES: tuple[str, ...] = ("table", "epic_release")
 
-_FRAME_NAME = re.compile(r"(?:^|/)frame_(\d+)\.jpe?g$")
+_FRAME_NAME = re.compile(r"(?:^|/)frame_(?P<n>\d+)\.jpe?g$")
 _EPIC_VIDEO_ID = re.compile(r"P\d{2}_(\d{2,3})")
 
 
@@ -169,6 +176,29 @@ def _check_numbers(frame_numbers: Sequence[int] | np.ndarray, n_frames: int, pat
     return arr
 
 
+def _probe_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the video stream decord will pick, from the container header only.
+
+    PyAV reads the header without decoding (decord would need a second full open, which scans
+    the whole file to index it, plus one decoded frame).
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameSourceError(f"{path}: no video stream (zero-length or audio-only file)")
+            stream = container.streams.best("video")
+            w, h = stream.codec_context.width, stream.codec_context.height
+    except FrameSourceError:
+        raise
+    except Exception as exc:  # av.error.InvalidDataError and friends carry ffmpeg's message
+        raise FrameSourceError(f"{path}: cannot open video (truncated or corrupt): {exc}") from exc
+    if not w or not h:
+        raise FrameSourceError(f"{path}: video stream has no frame size (zero-length or corrupt file)")
+    return int(w), int(h)
+
+
 class VideoFrameSource:
     """Frames of a video file decoded with decord (see the module docstring for the mapping).
 
@@ -192,24 +222,20 @@ class VideoFrameSource:
             raise FrameSourceError(f"{self.path}: video file not found")
         if self.path.stat().st_size == 0:
             raise FrameSourceError(f"{self.path}: video file is empty (0 bytes)")
+        native_w, native_h = _probe_size(self.path)
+        self.size = output_size(native_w, native_h, height)
         try:
-            probe = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=threads)
-            n_decoded = len(probe)
-            if n_decoded == 0:
-                raise FrameSourceError(f"{self.path}: the video stream has no frames")
-            native_h, native_w = probe[0].shape[:2]
-            stamps = probe.get_frame_timestamp(np.arange(n_decoded))
-            del probe
-            self.size = output_size(native_w, native_h, height)
             self._reader = decord.VideoReader(
                 str(self.path), ctx=decord.cpu(0), width=self.size[0], height=self.size[1], num_threads=threads
             )
+            n_decoded = len(self._reader)
+            if n_decoded == 0:
+                raise FrameSourceError(f"{self.path}: the video stream has no frames")
+            stamps = self._reader.get_frame_timestamp(np.arange(n_decoded))
         except FrameSourceError:
             raise
         except Exception as exc:  # decord raises RuntimeError / DECORDError with ffmpeg's text
             raise FrameSourceError(f"{self.path}: cannot open video (missing, truncated or corrupt): {exc}") from exc
-        if len(self._reader) != n_decoded:
-            raise FrameSourceError(f"{self.path}: decoder reported {len(self._reader)} then {n_decoded} frames")
         stamps = np.asarray(stamps, dtype=np.float64).reshape(n_decoded, 2)
         start = stamps[:, 0]
         if np.any(np.diff(start) < 0):
@@ -252,20 +278,93 @@ class VideoFrameSource:
         return f"VideoFrameSource({self.path}, fps={self.fps}, n_frames={self.n_frames}, size={self.size})"
 
 
-def _open_tar(path: Path, what: str) -> tarfile.TarFile:
-    if not path.is_file():
-        raise FrameSourceError(f"{path}: {what} not found")
-    try:
-        return tarfile.open(path, mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise FrameSourceError(f"{path}: unreadable {what} (not a tar archive, truncated or corrupt): {exc}") from exc
+class TarIndex:
+    """Where each numbered member of an uncompressed tar lies, for random access by number.
+
+    Keeps two ``int64`` arrays (offset and size of member ``n``'s data) instead of one
+    ``TarInfo`` per member: EPIC archives hold up to ~10^5-10^6 members and several of them are
+    open at once in data-loader workers. Members are read with a plain ``seek`` + ``read``.
+
+    Args:
+        path: the tar file (uncompressed, like EPIC's releases).
+        pattern: regex with named groups ``n`` (the 1-based number) and optionally ``key``
+            (e.g. ``u`` or ``v``), searched in each member name.
+        keys: the values of ``key`` every number must have (``("",)`` without a key group).
+        what: the kind of archive, for messages.
+        layout: the members expected, for messages (e.g. ``frame_%010d.jpg files``).
+        error: the exception class raised (its message names the file).
+    """
+
+    def __init__(self, path: str | Path, pattern: re.Pattern, keys: tuple[str, ...], what: str, layout: str,
+                 error: type[Exception]) -> None:
+        self.path = Path(path)
+        self._error = error
+        if not self.path.is_file():
+            raise error(f"{self.path}: {what} not found")
+        with open(self.path, "rb") as fh:
+            magic = fh.read(6)
+        if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
+            raise error(f"{self.path}: compressed {what}s are not supported (EPIC's are plain tar; "
+                        "random access needs an uncompressed tar)")
+        found: dict[str, dict[int, tuple[int, int]]] = {k: {} for k in keys}
+        self._names: dict[str, str] = {}  # one member name per key, e.g. "./u/frame_0000000001.jpg"
+        try:
+            with tarfile.open(self.path, mode="r:") as tar:
+                while (m := tar.next()) is not None:
+                    tar.members.clear()  # tarfile caches every TarInfo; memory must stay flat
+                    match = pattern.search(m.name)
+                    if m.isfile() and match:
+                        key = match.groupdict().get("key") or ""
+                        if key in found:
+                            found[key][int(match.group("n"))] = (m.offset_data, m.size)
+                            self._names.setdefault(key, m.name)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise error(f"{self.path}: unreadable {what} (not a tar archive, truncated or corrupt): {exc}") from exc
+        first = found[keys[0]]
+        if not first:
+            raise error(f"{self.path}: {what} holds no {layout}")
+        for k in keys[1:]:
+            if set(found[k]) != set(first):
+                diff = sorted(set(found[k]) ^ set(first))[:5]
+                raise error(f"{self.path}: {'/ and '.join(keys)}/ hold different frames, e.g. {diff}")
+        #: number of members per key; numbers run 1..n.
+        self.n = max(first)
+        if len(first) != self.n:
+            missing = sorted(set(range(1, self.n + 1)) - set(first))[:5]
+            raise error(f"{self.path}: {what} is not contiguous from 1: missing frame(s) {missing}")
+        self._offset = {k: np.zeros(self.n + 1, np.int64) for k in keys}
+        self._size = {k: np.zeros(self.n + 1, np.int64) for k in keys}
+        for k in keys:
+            for n, (off, size) in found[k].items():
+                self._offset[k][n], self._size[k][n] = off, size
+        del found
+        self._fh = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+
+    def name(self, n: int, key: str = "") -> str:
+        """The member name of number ``n`` (reconstructed from the first one's pattern)."""
+        return re.sub(r"\d+(?=\.jpe?g$)", lambda m: f"{n:0{len(m.group(0))}d}", self._names[key])
+
+    def read(self, n: int, key: str = "") -> bytes:
+        """The bytes of member ``n`` (under ``key``)."""
+        off, size = int(self._offset[key][n]), int(self._size[key][n])
+        try:
+            self._fh.seek(off)
+            data = self._fh.read(size)
+        except OSError as exc:
+            raise self._error(f"{self.path}: cannot read {self.name(n, key)}: {exc}") from exc
+        if len(data) != size:
+            raise self._error(f"{self.path}: {self.name(n, key)} is cut short (truncated archive)")
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 class ArchiveFrameSource:
     """Frames from an official RGB frame archive: a tar of 1-based ``frame_%010d.jpg`` (any folder prefix).
 
     Args:
-        path: the tar file.
+        path: the tar file (uncompressed).
         video_id: its video id.
         fps: annotation frame rate (frame ``n`` of the archive is annotation frame ``n``).
         height: output height; frames of another height are resized (INTER_AREA, even width).
@@ -276,35 +375,18 @@ class ArchiveFrameSource:
         self.path = Path(path)
         self.video_id = video_id
         self.fps = float(fps)
-        self._tar = _open_tar(self.path, "frame archive")
-        try:
-            members = self._tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise FrameSourceError(f"{self.path}: unreadable frame archive (truncated or corrupt): {exc}") from exc
-        self._members: dict[int, tarfile.TarInfo] = {}
-        for m in members:
-            match = _FRAME_NAME.search(m.name)
-            if m.isfile() and match:
-                self._members[int(match.group(1))] = m
-        if not self._members:
-            raise FrameSourceError(f"{self.path}: frame archive holds no frame_%010d.jpg files")
-        self.n_frames = max(self._members)
-        if len(self._members) != self.n_frames or min(self._members) != 1:
-            missing = sorted(set(range(1, self.n_frames + 1)) - set(self._members))[:5]
-            raise FrameSourceError(f"{self.path}: frame archive is not contiguous from 1: missing frame(s) {missing}")
+        self._index = TarIndex(self.path, _FRAME_NAME, ("",), "frame archive", "frame_%010d.jpg files",
+                               FrameSourceError)
+        self.n_frames = self._index.n
         first = self._decode(1)
         self._native = (first.shape[1], first.shape[0])
         self.size = self._native if height is None else output_size(first.shape[1], first.shape[0], height)
 
     def _decode(self, n: int) -> np.ndarray:
-        member = self._members[n]
-        try:
-            data = self._tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError, AttributeError) as exc:
-            raise FrameSourceError(f"{self.path}: cannot read {member.name} (truncated archive?): {exc}") from exc
+        data = self._index.read(n)
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is None:
-            raise FrameSourceError(f"{self.path}: {member.name} is not a readable JPEG")
+            raise FrameSourceError(f"{self.path}: {self._index.name(n)} is not a readable JPEG")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def get(self, frame_numbers: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -326,7 +408,7 @@ class ArchiveFrameSource:
         return out
 
     def close(self) -> None:
-        self._tar.close()
+        self._index.close()
 
     def __repr__(self) -> str:
         return f"ArchiveFrameSource({self.path}, fps={self.fps}, n_frames={self.n_frames}, size={self.size})"

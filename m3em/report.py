@@ -14,7 +14,7 @@ Usage::
 
     python -m m3em.report --config config.yaml --metrics results/metrics/*/target_val.json \\
         --train-metrics results/train/*/metrics.csv \\
-        --class-scores results/scores/ensemble_A+B+C+D/target_val.npz \\
+        --class-scores results/scores/ensemble_A+B+C+D/target_val.npz --class-split target_val \\
         --benchmarks results/benchmarks --figures results/report --out results/report.md
 """
 
@@ -232,6 +232,7 @@ def build_report(
     metrics: Sequence[Path],
     train_metrics: Sequence[Path],
     class_scores: Path | None,
+    class_split: str | None,
     benchmarks: Path,
     figures: Path,
     out: Path,
@@ -250,10 +251,10 @@ def build_report(
     md.append("")
 
     if class_scores is not None:
+        if not class_split:
+            raise ReportError(f"{class_scores}: give the labelled split the scores are of (--class-split)")
         scores = read_scores(class_scores)
-        split = scores.meta.get("split")
-        if not split:
-            raise ReportError(f"{class_scores}: score meta has no 'split'; cannot find the labels")
+        split = class_split
         ann = EpicAnnotations.open(annotations_dir)
         labels = ann.split(split, labelled=True).set_index("narration_id")
         missing = [n for n in scores.narration_ids if n not in labels.index]
@@ -288,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-metrics", type=Path, nargs="*", default=[],
                    help="per-epoch CSVs of the trainer (<train>/<run>/metrics.csv)")
     p.add_argument("--class-scores", type=Path, default=None, help="score file for the per-class accuracy plot")
+    p.add_argument("--class-split", default=None, help="the labelled split --class-scores covers, e.g. target_val")
     p.add_argument("--benchmarks", type=Path, required=True, help="Snakemake benchmark directory")
     p.add_argument("--figures", type=Path, required=True, help="directory for the PNG figures")
     p.add_argument("--out", type=Path, required=True, help="report.md to write")
@@ -298,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics=args.metrics,
         train_metrics=args.train_metrics,
         class_scores=args.class_scores,
+        class_split=args.class_split,
         benchmarks=args.benchmarks,
         figures=args.figures,
         out=args.out,

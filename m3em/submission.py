@@ -31,6 +31,7 @@ import numpy as np
 from m3em.annotations import EpicAnnotations
 from m3em.atomic import atomic_output
 from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.ensemble import EnsembleConfig
 from m3em.scores import Scores, log_softmax, read_scores
 
 VERSION = "0.2"
@@ -184,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     scfg = build_dataclass(SubmissionConfig, cfg["submission"], "submission")
+    # submission.ensemble must name a built ensemble (the rule picks the score file by that name).
+    build_dataclass(EnsembleConfig, cfg["ensemble"], "ensemble").get(scfg.ensemble)
     annotations = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"])
     split = args.split or cfg["data"]["splits"]["test"]
     ids = annotations.split(split, labelled=False)["narration_id"].tolist()

@@ -28,9 +28,10 @@ def test_defaults_are_tbn():
 def test_window_bounds_centre_and_edges():
     n = CFG.window_samples
     total = 24000 * 10
-    assert window_bounds(total, 5.0, CFG) == (120000 - 15348, 120000 - 15348 + n)
+    assert window_bounds(total, 5.0, CFG) == (120000 - 15336, 120000 + 15336)  # +-0.639 s
     assert window_bounds(total, 0.3, CFG) == (0, n)  # crosses the start: first 1.279 s
     assert window_bounds(total, 9.9, CFG) == (total - n, total)  # crosses the end: last 1.279 s
+    assert window_bounds(total, 10 - 0.639, CFG) == (total - 30672, total)  # ends exactly at the end
     assert window_bounds(1000, 0.0, CFG) == (0, 1000)  # file shorter than one window
 
 
@@ -69,8 +70,18 @@ def test_log_spectrogram_matches_definition():
     np.testing.assert_allclose(got, ref, atol=2e-3, rtol=1e-3)
 
 
+def test_window_is_centred_on_the_frame_time():
+    # one click at t = 2.0 s in 4 s of silence: the spectrogram centred on 2.0 s has it in the
+    # middle column (window start 2.0 - 0.639 s -> click at sample 15336 -> frame 15336 / 120 ~ 128)
+    samples = np.zeros(4 * 24000, np.float32)
+    samples[48000] = 1.0
+    spec = AudioTrack(samples, CFG).spectrograms([2.0, 2.1])
+    assert int(spec[0].mean(axis=0).argmax()) == 128
+    assert int(spec[1].mean(axis=0).argmax()) == 128 - 20  # 0.1 s later: 20 hops of 5 ms earlier
+
+
 def test_short_file_is_zero_padded(tmp_path):
-    track = AudioTrack(sine_file(tmp_path / "short.wav", 440, 0.5, fmt="wav"), CFG)
+    track = open_audio(sine_file(tmp_path / "short.wav", 440, 0.5, fmt="wav"), CFG)
     spec = track.spectrograms([0.25])[0]
     assert spec.shape == (256, 256)
     assert np.allclose(spec[:, -20:], np.log(1e-6), atol=1e-3)  # the padding is silence
@@ -97,3 +108,10 @@ def test_errors_name_the_file(tmp_path):
         open_audio(tmp_path / "junk.mp4", CFG)
     with pytest.raises(AudioError, match="disabled"):
         open_audio(silent, AudioConfig(enabled=False))
+
+
+def test_half_window_follows_window_length():
+    assert CFG.half_window_s == 0.639  # TBN's hard-coded value
+    assert AudioConfig(window_s=0.5).half_window_s == 0.25
+    small = AudioConfig(sample_rate=8000, window_s=0.5)
+    assert window_bounds(8000 * 3, 1.5, small) == (10000, 14000)

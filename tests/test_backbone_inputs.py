@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _backbone_fixtures import FPS, H, N_FRAMES, W, frames_array, write_dataset
+from _backbone_fixtures import FPS, N_FRAMES, H, W, frames_array, write_dataset
 
 from extractors.audio import AudioConfig
 from extractors.backbones.inputs import (

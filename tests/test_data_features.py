@@ -122,3 +122,22 @@ def test_array_split_for_pooled_features(dataset_root):
     with pytest.raises(FeatureDataError, match="narration id"):
         ArraySplit(arrays, ids[1:], table, positions=5, labelled=True)
     assert CHANNELS["tbn_rgb"] == 16
+
+
+def test_open_file_budget_is_respected(dataset_root):
+    ds, table = split(dataset_root, max_open_files=1)
+    ref, _ = split(dataset_root)
+    for i in range(len(ds)):
+        np.testing.assert_array_equal(ds[i][0]["rgb"], ref[i][0]["rgb"])
+        assert len(ds._open) <= 1
+
+
+def test_distributed_batches_split_every_global_batch():
+    world = 3
+    per_rank = [epoch_batches(10, 4, seed=0, epoch=1, shuffle=True, rank=r, world=world) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1  # same step count on every rank
+    glob = epoch_batches(10, 4, seed=0, epoch=1, shuffle=True)
+    # The last global batch (2 clips < 3 ranks) is dropped, the others are shared out.
+    assert len(per_rank[0]) == 2
+    for step in range(2):
+        assert sorted(i for r in range(world) for i in per_rank[r][step]) == sorted(glob[step])

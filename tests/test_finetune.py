@@ -104,3 +104,42 @@ def test_i3d_finetune(tbn_run, tmp_path):
     assert ck["meta"]["backbone"] == "i3d" and ck["meta"]["clip_length"] == 8
     assert ck["state_dict"]["flow.Conv3d_1a_7x7.conv3d.weight"].shape == (64, 2, 7, 7, 7)
     assert len(_metrics(out.parent / "metrics.csv")) == 1
+
+
+def test_initialise_from_imagenet_kinetics_released_tbn_and_i3d_files(tmp_path):
+    from extractors.backbones.bninception import BNInception
+    from extractors.backbones.config import BackbonesConfig, I3DConfig, TBNConfig
+    from extractors.backbones.i3d import I3D, I3DTwoStream
+    from extractors.backbones.tbn import TBN, Modality
+
+    torch.manual_seed(3)
+    imagenet = {**BNInception(3).state_dict(), "fc.weight": torch.zeros(1000, 1024), "fc.bias": torch.zeros(1000)}
+    kinetics = {**BNInception(3).state_dict(), "fc.weight": torch.zeros(400, 1024), "fc.bias": torch.zeros(400)}
+    torch.save(imagenet, tmp_path / "bn_inception.pth")
+    torch.save(kinetics, tmp_path / "TSN-kinetics-flow.pth")
+    bb = BackbonesConfig(tbn=TBNConfig(imagenet_checkpoint=tmp_path / "bn_inception.pth",
+                                       kinetics_flow_checkpoint=tmp_path / "TSN-kinetics-flow.pth"))
+    model = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 3, 4)
+    how = finetune.initialise(model, "tbn", bb, None)
+    assert "ImageNet" in how and "Kinetics" in how
+    assert torch.equal(model.rgb.conv2_3x3.weight, imagenet["conv2_3x3.weight"])
+    assert torch.equal(model.spec.conv2_3x3.weight, imagenet["conv2_3x3.weight"])
+    assert torch.equal(model.flow.conv2_3x3.weight, kinetics["conv2_3x3.weight"])  # Kinetics wins for flow
+    assert torch.allclose(model.flow.conv1_7x7_s2.weight[:, 9], kinetics["conv1_7x7_s2.weight"].mean(1))
+
+    epic55 = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 125, 352)  # released EPIC-55 model: other heads
+    torch.save({"state_dict": {f"module.{k}": v for k, v in epic55.state_dict().items()}}, tmp_path / "TBN-55.pth")
+    how = finetune.initialise(model, "tbn", BackbonesConfig(), tmp_path / "TBN-55.pth")
+    assert "re-initialised" in how
+    assert torch.equal(model.flow.conv2_3x3.weight, epic55.flow.conv2_3x3.weight)
+
+    rgb, flow = I3D(3), I3D(2)
+    torch.save({**rgb.state_dict(), "logits.conv3d.weight": torch.zeros(400, 1024, 1, 1, 1),
+                "logits.conv3d.bias": torch.zeros(400)}, tmp_path / "rgb_imagenet.pt")
+    torch.save(flow.state_dict(), tmp_path / "flow_imagenet.pt")
+    two = I3DTwoStream(3, 4)
+    bb = BackbonesConfig(i3d=I3DConfig(rgb_checkpoint=tmp_path / "rgb_imagenet.pt",
+                                       flow_checkpoint=tmp_path / "flow_imagenet.pt"))
+    finetune.initialise(two, "i3d", bb, None)
+    assert torch.equal(two.rgb.Mixed_4b.b1b.conv3d.weight, rgb.Mixed_4b.b1b.conv3d.weight)
+    assert torch.equal(two.flow.Conv3d_1a_7x7.conv3d.weight, flow.Conv3d_1a_7x7.conv3d.weight)

@@ -124,3 +124,21 @@ def test_wrong_input_shape_is_a_clear_error():
     bad["flow"] = torch.randn(3, 5, 11, 3, 3)
     with pytest.raises(ValueError, match="modality 'flow'"):
         model(bad)
+
+
+def test_m3em_fast_path_equals_pooling_the_refined_maps():
+    torch.manual_seed(3)
+    mods = ALL[:3]
+    module = M3EM(mods, reduction=4, consensus_pair=("rgb", "flow"), cmc_latent_channels=8, cmc_scales=2).double()
+    maps = {m.name: torch.randn(6, m.channels, 5, 5 if m.spatial else 1).double() if m.spatial
+            else torch.randn(6, m.channels, 1, 1).double() for m in mods}
+    maps["rgb"], maps["flow"] = torch.randn(6, 16, 5, 5).double(), torch.randn(6, 12, 5, 5).double()
+    fast = module(maps)
+    refined = module.smr(maps)  # explicit Fr = concat(F ts, F tc)
+    conv = torch.nn.functional.conv2d
+    za = conv(refined["rgb"], module.cmc.proj_a.weight, module.cmc.proj_a.bias).permute(0, 2, 3, 1)
+    zb = conv(refined["flow"], module.cmc.proj_b.weight, module.cmc.proj_b.bias).permute(0, 2, 3, 1)
+    c = module.cmc.consensus_from_latent(za, zb)
+    torch.testing.assert_close(fast["rgb"], consensus_weighted_pool(refined["rgb"], c))
+    torch.testing.assert_close(fast["flow"], consensus_weighted_pool(refined["flow"], c))
+    torch.testing.assert_close(fast["audio"], refined["audio"].mean(dim=(2, 3)))

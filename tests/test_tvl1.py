@@ -217,3 +217,13 @@ def test_cuda_matches_cpu(video_pairs):
     cpu = compute_flow(prev, nxt, EPIC_PARAMS, backend="torch")
     gpu = compute_flow(prev, nxt, EPIC_PARAMS, backend="torch", device="cuda", batch_size=3)
     assert end_point_error(gpu, cpu).mean() < 0.05
+
+
+def test_cpu_thread_pool_gives_the_single_thread_result(video_pairs):
+    prev, nxt = video_pairs
+    params = EPIC_PARAMS.replace(n_warps=2, max_iterations=40)
+    single = compute_flow(prev, nxt, params, backend="torch")
+    torch.set_num_threads(2)
+    pooled = compute_flow(prev, nxt, params, backend="torch")
+    assert torch.get_num_threads() == 2  # restored after the pooled run
+    np.testing.assert_array_equal(pooled, single)

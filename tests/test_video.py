@@ -146,10 +146,15 @@ def test_container_rate_disagreeing_with_table_resamples_like_ffmpeg_r(tmp_path)
     assert indices(src, [1, 2, 3, 4, 5, 39, 40]) == [0, 0, 1, 1, 2, 19, 19]
 
 
-def test_ntsc_container_under_60fps_annotations_drifts_by_one_frame_per_1000(tmp_path):
+@pytest.fixture(scope="module")
+def ntsc_video(tmp_path_factory) -> Path:
+    """700 pattern frames in a 59.94 fps container (EPIC-55's cameras), 64x36."""
+    return write_pattern_video(tmp_path_factory.mktemp("ntsc") / "ntsc.mp4", 700, "60000/1001", size=(64, 36))
+
+
+def test_ntsc_container_under_60fps_annotations_drifts_by_one_frame_per_1000(ntsc_video):
     # EPIC-55: container 59.94 fps, released frames (annotation numbers) at 60 fps.
-    path = write_pattern_video(tmp_path / "ntsc.mp4", 700, "60000/1001", size=(64, 36))
-    src = VideoFrameSource(path, "ntsc", fps=60.0, height=36)
+    src = VideoFrameSource(ntsc_video, "ntsc", fps=60.0, height=36)
     # annotation frame n is at (n-1)/60 s = decoded frame round((n-1) * 0.999)
     expected = [int(np.floor((n - 1) * 60000 / 1001 / 60 + 0.5)) for n in (1, 400, 600, 700)]
     assert expected == [0, 399, 598, 698]
@@ -227,7 +232,16 @@ def test_video_without_video_stream(tmp_path):
     path = tmp_path / "audio_only.mp4"
     subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=sample_rate=24000",
                     "-t", "0.5", "-c:a", "aac", str(path)], check=True)
-    with pytest.raises(FrameSourceError, match=r"audio_only\.mp4: cannot open video"):
+    with pytest.raises(FrameSourceError, match=r"audio_only\.mp4: no video stream"):
+        VideoFrameSource(path, "x", 50.0, 64)
+
+
+def test_mp4_with_zero_frames(tmp_path):
+    path = tmp_path / "zero_frames.mp4"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x36:rate=50",
+                    "-frames:v", "0", "-c:v", "libx264", str(path)], check=True)
+    assert path.stat().st_size > 0
+    with pytest.raises(FrameSourceError, match=r"zero_frames\.mp4: (no video stream|the video stream has no frames)"):
         VideoFrameSource(path, "x", 50.0, 64)
 
 
@@ -285,9 +299,62 @@ def test_unreadable_archives(tmp_path):
     cut.write_bytes(whole.read_bytes()[:1500])
     with pytest.raises(FrameSourceError, match=r"cut\.tar"):
         ArchiveFrameSource(cut, "x", 50.0).get([1, 2, 3, 4])
+    with tarfile.open(tmp_path / "frames.tar.gz", "w:gz") as tar:
+        tar.add(whole, arcname="frame_0000000001.jpg")
+    with pytest.raises(FrameSourceError, match=r"frames\.tar\.gz: compressed frame archives are not supported"):
+        ArchiveFrameSource(tmp_path / "frames.tar.gz", "x", 50.0)
     with tarfile.open(tmp_path / "badjpeg.tar", "w") as tar:
         info = tarfile.TarInfo("frame_0000000001.jpg")
         info.size = 10
         tar.addfile(info, io.BytesIO(b"0123456789"))
     with pytest.raises(FrameSourceError, match=r"badjpeg\.tar: frame_0000000001\.jpg is not a readable JPEG"):
         ArchiveFrameSource(tmp_path / "badjpeg.tar", "x", 50.0)
+
+
+def test_epic_release_rule_matches_official_frame_counts(official_epic):
+    """rgb_n_frames / duration of every released video is the rule's rate (the table's is not)."""
+    import pandas as pd
+
+    counts_csv = official_epic.parent / "epic-kitchens-100-hand-object-bboxes" / "EPIC_100_frame_counts.csv"
+    if not counts_csv.exists():
+        pytest.skip("EPIC_100_frame_counts.csv not available")
+    info = pd.read_csv(official_epic / "EPIC_100_video_info.csv").set_index("video_id")
+    counts = pd.read_csv(counts_csv).set_index("video_id")
+    both = info.join(counts[["rgb_n_frames"]], how="inner")
+    # P01_109 and P27_103 were first released at ~60 fps by mistake (errata, epic_data.md 3.1)
+    both = both.drop(index=[v for v in ("P01_109", "P27_103") if v in both.index])
+    assert len(both) > 690
+    rate = both["rgb_n_frames"] / both["duration"]
+    rule = pd.Series({v: annotation_fps(v, f, "epic_release") for v, f in both["fps"].items()})
+    assert ((rate - rule).abs() / rule).max() < 0.02
+    assert ((rate - both["fps"]).abs() / both["fps"]).max() > 0.5  # the table's rate would be wrong
+
+
+def _ffmpeg_r_indices(path: Path, rate: float, size: tuple[int, int]) -> list[int]:
+    """Frame indices shown by EPIC's extraction command (``ffmpeg -i v -vf scale=.. -r RATE``)."""
+    w, h = size
+    out = subprocess.run([FFMPEG, "-loglevel", "error", "-i", str(path), "-vf", f"scale={w}:{h}", "-r", str(rate),
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    frames = np.frombuffer(out, np.uint8).reshape(-1, h, w, 3)
+    return [read_index(cv2.resize(f, (320, 180), interpolation=cv2.INTER_NEAREST)) for f in frames]
+
+
+@pytest.mark.parametrize(("n", "container_fps", "annotation_rate", "max_mismatches"),
+                         [(700, "60000/1001", 60.0, 1), (40, 50, 60.0, 0), (20, 25, 50.0, 0)])
+def test_mapping_agrees_with_ffmpeg_r_extraction(tmp_path, ntsc_video, n, container_fps, annotation_rate,
+                                                 max_mismatches):
+    """Our nearest-frame rule vs the frames ``ffmpeg -r`` writes (how EPIC made its JPEGs).
+
+    Up-sampling and EPIC-55's 59.94 -> 60 agree frame for frame except at near half-way
+    points, where ffmpeg rounds the input time up and so keeps the earlier frame (one frame in
+    700 here, off by one). Down-sampling (e.g. 60 -> 50) is not covered: ffmpeg's cfr sync then
+    lags the nearest frame by one or two frames.
+    """
+    path = ntsc_video if n == 700 else write_pattern_video(tmp_path / "v.mp4", n, container_fps, size=(64, 36))
+    src = VideoFrameSource(path, "v", annotation_rate, 36)
+    ours = [read_index(cv2.resize(f, (320, 180), interpolation=cv2.INTER_NEAREST))
+            for f in src.get(np.arange(1, src.n_frames + 1))]
+    theirs = _ffmpeg_r_indices(path, annotation_rate, src.size)
+    assert len(ours) == len(theirs)
+    diff = [(a, b) for a, b in zip(ours, theirs) if a != b]
+    assert len(diff) <= max_mismatches and all(abs(a - b) == 1 for a, b in diff), diff

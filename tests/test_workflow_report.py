@@ -68,7 +68,7 @@ def test_report_end_to_end(tmp_path, epic_slice):
     verb[np.arange(n), val["verb_class"].to_numpy()] += 10.0  # every verb right
     noun = rng.normal(size=(n, len(ann.nouns))).astype(np.float32)
     scores = tmp_path / "scores" / "ensemble_A+B" / "target_val.npz"
-    write_scores(scores, val["narration_id"].tolist(), verb, noun, {"split": "target_val", "name": "A+B"})
+    write_scores(scores, val["narration_id"].tolist(), verb, noun, {"name": "A+B"})
 
     metrics = [
         _metrics(tmp_path / "m" / "A_source_only.json", model="A", method="source_only", verb=40.0),
@@ -90,7 +90,7 @@ def test_report_end_to_end(tmp_path, epic_slice):
     out = tmp_path / "report.md"
     figures = tmp_path / "report"
     main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
-          "--class-scores", str(scores), "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures),
+          "--class-scores", str(scores), "--class-split", "target_val", "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures),
           "--out", str(out)])
     text = out.read_text()
     assert "Table 1: single models" in text and "Table 2: ensembles" in text

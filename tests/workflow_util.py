@@ -55,6 +55,11 @@ def snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = Fal
     return proc
 
 
+def output(proc: subprocess.CompletedProcess) -> str:
+    """Everything Snakemake printed (it logs to stderr, dry-run job lists to stdout)."""
+    return proc.stdout + "\n" + proc.stderr
+
+
 def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
     """Jobs per rule from a (dry-)run's "Job stats" table; {} when there is nothing to do."""
     text = proc.stdout + "\n" + proc.stderr

@@ -97,7 +97,8 @@ def compute_flow(
         backend: ``"opencv"`` (CPU only) or ``"torch"``.
         device: ``"cpu"`` or ``"cuda[:i]"`` (torch backend only); CUDA that is absent is an error.
         batch_size: pairs solved at once by the torch backend; default 1 on CPU (the working set of
-            one 456x256 pair fits in cache; larger batches are slower per pair there) and 64 on CUDA.
+            one 456x256 pair fits in cache; larger batches are slower per pair there; batches are
+            spread over ``torch.get_num_threads()`` threads) and 64 on CUDA.
         check_every: iterations between host-side checks of the per-pair stopping flags (torch
             backend); default 1 on CPU, 10 on CUDA. Results do not depend on it.
         compiled: fuse the iteration with ``torch.compile`` (torch backend; for CUDA throughput).
@@ -127,22 +128,28 @@ def compute_flow(
 
     def solve(chunk: tuple[int, int]) -> None:
         start, stop = chunk
-        a = torch.from_numpy(prev[start:stop]).to(dev).float()
-        b = torch.from_numpy(nxt[start:stop]).to(dev).float()
+        a = torch.from_numpy(np.ascontiguousarray(prev[start:stop])).to(dev).float()
+        b = torch.from_numpy(np.ascontiguousarray(nxt[start:stop])).to(dev).float()
         out[start:stop] = torch_flow(a, b, params, check_every, compiled).cpu().numpy()
 
-    threads = torch.get_num_threads()
-    if on_cuda or threads == 1 or len(chunks) == 1:
+    if on_cuda:
         for chunk in chunks:
             solve(chunk)
         return out
     # On the CPU the torch threads work on different batches, each op single-threaded: one
     # iteration is ~20 small element-wise ops, and splitting each of them across threads costs a
-    # barrier per op (ruinous on a loaded machine) while independent batches never wait.
+    # barrier per op (measured 10-30x slower on a loaded 2-core machine) while independent
+    # batches never wait for each other.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=min(threads, len(chunks))) as pool:
-            list(pool.map(solve, chunks))
+        workers = min(threads, len(chunks))
+        if workers <= 1:
+            for chunk in chunks:
+                solve(chunk)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(solve, chunks))
     finally:
         torch.set_num_threads(threads)
     return out

@@ -122,12 +122,37 @@ def centred_gradient(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def median_blur(u: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Median filter of each (H, W) plane of (B, C, H, W) with a replicated border (OpenCV medianBlur)."""
+    """Median filter of each (H, W) plane of (B, C, H, W), replicated border (= OpenCV ``medianBlur``).
+
+    Forgetful selection on the k*k shifted views with element-wise min/max (no k*k copy, no sort):
+    keep k*k//2 + 2 candidates, drop their minimum and maximum (neither can be the median), add
+    the next view, repeat; the last one left is the median. Exact (selection, no arithmetic).
+    """
     b, c, h, w = u.shape
     r = kernel // 2
-    padded = F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate")
-    patches = F.unfold(padded, kernel)  # (B*C, k*k, H*W)
-    return patches.median(dim=1).values.reshape(b, c, h, w)
+    padded = F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate")[:, 0]
+    # Contiguous copies, updated in place: a fresh large tensor per min/max costs page faults.
+    views = [padded[:, dy : dy + h, dx : dx + w].contiguous() for dy in range(kernel) for dx in range(kernel)]
+    scratch = torch.empty_like(views[0])
+    n_keep = len(views) // 2 + 2
+    cur, rest = views[:n_keep], views[n_keep:]
+
+    def exchange(i: int, j: int) -> None:  # cur[i], cur[j] = min, max
+        nonlocal scratch
+        torch.minimum(cur[i], cur[j], out=scratch)
+        torch.maximum(cur[i], cur[j], out=cur[j])
+        cur[i], scratch = scratch, cur[i]
+
+    while True:
+        for i in range(1, len(cur)):  # minimum to the front
+            exchange(0, i)
+        for i in range(1, len(cur) - 1):  # maximum of the rest to the back
+            exchange(i, len(cur) - 1)
+        cur = cur[1:-1]
+        if not rest:
+            break
+        cur.append(rest.pop(0))
+    return cur[0].reshape(b, c, h, w)
 
 
 class _Warp:
@@ -165,7 +190,7 @@ def _prepare_warp(
     warped = warped.to(u.dtype)
     i1w, g = warped[:, :1], warped[:, 1:].contiguous()
     big_g = (g * g).sum(1, keepdim=True)
-    rho_c = i1w - (g * u).sum(1, keepdim=True) - i0
+    rho_c = i1w - g[:, :1] * u[:, :1] - g[:, 1:] * u[:, 1:] - i0  # OpenCV's evaluation order
     # OpenCV divides by G only where G > FLT_EPSILON; elsewhere the step is at most lambda*theta*|g|
     # with |g| < 3.5e-4, so clamping -rho/G with 1/G := 0 there changes nothing measurable.
     neg_inv_g = torch.where(big_g > FLT_EPSILON, -1.0 / big_g, torch.zeros_like(big_g))
@@ -179,8 +204,10 @@ class _State:
     ng (B, 2, H, W); rho (B, 1, H, W).
     """
 
-    def __init__(self, u: torch.Tensor, p: torch.Tensor) -> None:
+    def __init__(self, u: torch.Tensor, p: torch.Tensor, scratch: bool = True) -> None:
         self.u, self.p = u, p
+        if not scratch:  # the compiled iteration allocates its own
+            return
         self.grad = torch.zeros_like(p)  # last column / row stay 0 (forward differences)
         self.div = torch.empty_like(u)
         self.v = torch.empty_like(u)
@@ -291,6 +318,11 @@ _COMPILED: dict[str, object] = {}
 def _compiled_iterate():
     """``torch.compile``d :func:`_iterate_pure` (built on first use; dynamic shapes for all levels)."""
     if "fn" not in _COMPILED:
+        import torch._dynamo.config as dynamo_config
+
+        # Levels and compacted batches give a handful of shape families (size-1 dims specialise);
+        # more than the default 8 would silently fall back to eager.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         _COMPILED["fn"] = torch.compile(_iterate_pure, dynamic=True)
     return _COMPILED["fn"]
 
@@ -345,7 +377,7 @@ def _solve_level(
     for _ in range(params.n_warps):
         wp_full = _prepare_warp(i0, i1_stack, base_grid, u)
         idx = torch.arange(b, device=dev)  # pairs of the full batch in the working batch
-        wp, st = wp_full, _State(u, p)
+        wp, st = wp_full, _State(u, p, scratch=not compiled)
         active = torch.ones(b, dtype=torch.bool, device=dev)
         all_active = True  # known on the host: no pair frozen since the last check
         done = False
@@ -383,7 +415,7 @@ def _solve_level(
                     keep = active.nonzero().squeeze(1)
                     idx, wp, active = idx[keep], wp.select(keep), active[keep]
                     all_active = True
-                    st = _State(st.u[keep], st.p[keep])
+                    st = _State(st.u[keep], st.p[keep], scratch=not compiled)
             if done:
                 break
         if st.u is not u:  # the working batch is a compacted copy

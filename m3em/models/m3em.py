@@ -82,14 +82,25 @@ class SemanticMutualRefinement(nn.Module):
                 nn.Linear(others, hidden), nn.ReLU(), nn.Linear(hidden, m.channels), nn.Sigmoid()
             )
 
-    def forward(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def gates(self, maps: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Self and cross gates ``{name: (ts (N, c), tc (N, c))}`` from the maps ``(N, c, h, w)``."""
         pooled = {n: maps[n].mean(dim=(2, 3)) for n in self.names}  # f_M: (N, c_M)
         out = {}
         for n in self.names:
             others = [pooled[o] for o in self.names if o != n] or [pooled[n]]
-            ts = self.self_gates[n](pooled[n])[:, :, None, None]  # (N, c, 1, 1)
-            tc = self.cross_gates[n](torch.cat(others, dim=1))[:, :, None, None]
-            out[n] = torch.cat([maps[n] * ts, maps[n] * tc], dim=1)  # (N, 2c, h, w)
+            out[n] = (self.self_gates[n](pooled[n]), self.cross_gates[n](torch.cat(others, dim=1)))
+        return out
+
+    def forward(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The refined maps ``Fr_M = concat(F_M * ts_M, F_M * tc_M)``, ``(N, 2c, h, w)``.
+
+        :class:`M3EM` never builds them: the gates are constant over positions, so pooling and
+        CMC's 1x1 projection are computed from ``F_M`` and the gates directly (same values, half
+        the memory traffic).
+        """
+        out = {}
+        for n, (ts, tc) in self.gates(maps).items():
+            out[n] = torch.cat([maps[n] * ts[:, :, None, None], maps[n] * tc[:, :, None, None]], dim=1)
         return out
 
 
@@ -131,11 +142,34 @@ class CrossModalityConsensus(nn.Module):
         self.proj_b = nn.Conv2d(channels_b, latent_channels, kernel_size=1)
         self.num_scales = num_scales
 
-    def consensus(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.shape[2:] != b.shape[2:]:
-            raise ValueError(f"CMC needs maps of one size, got {tuple(a.shape[2:])} and {tuple(b.shape[2:])}")
-        h, w = a.shape[2:]
-        za, zb = self.proj_a(a), self.proj_b(b)
+    @staticmethod
+    def project(conv: nn.Conv2d, x: torch.Tensor, gates: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """A 1x1 conv as one matrix product over channels-last positions.
+
+        Args:
+            conv: the 1x1 convolution (weights ``(L, 2c, 1, 1)``).
+            x: ``Fr (N, 2c, h, w)``; or, with ``gates = (ts, tc)`` each ``(N, c)``, the unrefined
+                ``F (N, c, h, w)`` standing for ``Fr = concat(F * ts, F * tc)`` (not built).
+
+        Returns:
+            latent ``(N, h, w, L)``.
+        """
+        w = conv.weight[:, :, 0, 0]
+        xl = x.permute(0, 2, 3, 1)  # (N, h, w, C)
+        if gates is None:
+            return F.linear(xl, w, conv.bias)
+        ts, tc = gates
+        c = x.shape[1]
+        return (F.linear(xl * ts[:, None, None, :], w[:, :c])
+                + F.linear(xl * tc[:, None, None, :], w[:, c:], conv.bias))
+
+    def consensus_from_latent(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        """``C (N, h, w)`` from the two latent maps ``(N, h, w, L)``: cosine per position at scales
+        ``k = 0..K`` (2x average pooling each), upsampled bilinearly to ``h x w``, averaged."""
+        if za.shape[1:3] != zb.shape[1:3]:
+            raise ValueError(f"CMC needs maps of one size, got {tuple(za.shape[1:3])} and {tuple(zb.shape[1:3])}")
+        h, w = za.shape[1:3]
+        za, zb = za.permute(0, 3, 1, 2), zb.permute(0, 3, 1, 2)  # (N, L, h, w) views
         maps = []
         for k in range(self.num_scales + 1):
             if k > 0:
@@ -147,6 +181,10 @@ class CrossModalityConsensus(nn.Module):
                 c = F.interpolate(c.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
             maps.append(c)
         return torch.stack(maps, dim=0).mean(dim=0)
+
+    def consensus(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``C (N, h, w)`` in ``[-1, 1]`` from the refined maps ``a (N, Ca, h, w)``, ``b (N, Cb, h, w)``."""
+        return self.consensus_from_latent(self.project(self.proj_a, a), self.project(self.proj_b, b))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.consensus(a, b)
@@ -186,14 +224,21 @@ class M3EM(nn.Module):
             self.cmc = CrossModalityConsensus(2 * spec[a].channels, 2 * spec[b].channels, cmc_latent_channels, cmc_scales)
 
     def forward(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        refined = self.smr(maps)
-        out = {}
+        # Equal to pooling SMR's refined maps Fr = concat(F ts, F tc): the gates are constant over
+        # positions, so pool(Fr) = concat(pool(F) ts, pool(F) tc) and Fr is never built.
+        gates = self.smr.gates(maps)
+        pooled = {}
         if self.cmc is not None:
             a, b = self.consensus_pair
-            out[a], out[b], _ = self.cmc(refined[a], refined[b])
+            c = self.cmc.consensus_from_latent(self.cmc.project(self.cmc.proj_a, maps[a], gates[a]),
+                                               self.cmc.project(self.cmc.proj_b, maps[b], gates[b]))
+            pooled[a] = consensus_weighted_pool(maps[a], c)
+            pooled[b] = consensus_weighted_pool(maps[b], c)
+        out = {}
         for n in self.names:
-            if n not in out:
-                out[n] = refined[n].mean(dim=(2, 3))
+            f = pooled[n] if n in pooled else maps[n].mean(dim=(2, 3))  # (N, c)
+            ts, tc = gates[n]
+            out[n] = torch.cat([f * ts, f * tc], dim=1)  # (N, 2c)
         return out
 
 

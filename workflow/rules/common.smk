@@ -5,13 +5,14 @@
 #   R/flow/<video>.tar                      TV-L1 flow, official archive layout (u/, v/)
 #   R/detections/<video>.parquet            hand-object boxes (detections table)
 #   R/crops/<video>.parquet                 per-frame crop boxes
-#   R/finetune/<backbone>/checkpoint.pt     fine-tuned TBN / I3D
-#   R/features/<stream>/<video>.safetensors per-(video, stream) features (object stream included)
-#   R/train/<model>_<method>/               checkpoint.pt, metrics.csv (per epoch)
+#   R/finetune/<backbone>/checkpoint.pt     fine-tuned TBN / I3D (+ metrics.csv)
+#   <features.features_dir>/<stream>/<video>.safetensors   features (object stream included)
+#   R/train/<model>_<method>/               model.pt (final), metrics.csv (per epoch)
 #   R/scores/<run>/<split>.npz              scores of a trained run or an ensemble
 #   R/metrics/<run>/<split>.json            official metrics
 #   R/submission.zip, R/submission.check.txt, R/report.md (+ R/report/*.png)
-#   R/logs/<rule>/<wildcards>.log, R/benchmarks/<rule>/<wildcards>.tsv
+#   R/logs/<stage>/<wildcards>.log, R/benchmarks/<stage>/<wildcards>.tsv
+#   R/config/<hash>.yaml                    the merged config the jobs read ($M3EM_CONFIG)
 
 import hashlib
 import json

@@ -2,12 +2,13 @@
 # detection-score vectors, model B).
 #
 # The detections come from the official EPIC-100 hand-object files when
-# inputs.official_detections_dir is set (the demo writes files in that format), else from the
-# detectron2 backend run on the frames.
+# inputs.official_detections_dir is set (rule detections_official; the demo writes files in that
+# format), else from the detectron2 backend run on the frames (rule detections_detectron2, a GPU
+# job). Both write the same table.
 
 if INPUTS.get("official_detections_dir"):
 
-    rule detections_video:
+    rule detections_official:
         input:
             official=lambda wc: official("detections", wc.video),
             ann=annotation_files(),
@@ -31,7 +32,7 @@ if INPUTS.get("official_detections_dir"):
 
 else:
 
-    rule detections_video:
+    rule detections_detectron2:
         input:
             rgb=lambda wc: rgb_input(wc.video),
             ann=annotation_files(),

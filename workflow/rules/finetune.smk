@@ -23,6 +23,8 @@ rule finetune_backbone:
         gpu=gpu_request("finetune"),
     conda:
         env("torch")
+    # Several GPUs (profiles: set-resources finetune_backbone: gpu: N) -> torchrun, one process per GPU.
     shell:
-        "python -m extractors.finetune --config \"$M3EM_CONFIG\" --backbone {wildcards.backbone}"
+        "L=python; if [ {resources.gpu} -gt 1 ]; then L='torchrun --standalone --nproc-per-node {resources.gpu}'; fi;"
+        " $L -m extractors.finetune --config \"$M3EM_CONFIG\" --backbone {wildcards.backbone}"
         " --out {output.checkpoint} > {log} 2>&1"

@@ -15,6 +15,7 @@ rule report_md:
     params:
         cfg=section("evaluate", "ensemble", "workflow"),
         benchmarks=BENCH,
+        class_split=EVAL_SPLITS[0],
     log:
         f"{LOGS}/report/report.log",
     benchmark:
@@ -27,5 +28,5 @@ rule report_md:
         env("torch")
     shell:
         "python -m m3em.report --config \"$M3EM_CONFIG\" --metrics {input.metrics:q} --train-metrics {input.train}"
-        " --class-scores {input.scores:q} --benchmarks {params.benchmarks} --figures {output.figures} --out {output.report}"
-        " > {log} 2>&1"
+        " --class-scores {input.scores:q} --class-split {params.class_split} --benchmarks {params.benchmarks}"
+        " --figures {output.figures} --out {output.report} > {log} 2>&1"

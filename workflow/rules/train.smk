@@ -25,8 +25,10 @@ rule train_run:
         gpu=gpu_request("train"),
     conda:
         env("torch")
+    # Several GPUs (profiles: set-resources train_run: gpu: N) -> torchrun, one process per GPU.
     shell:
-        "python -m m3em.train --config \"$M3EM_CONFIG\" --model {wildcards.model} --method {wildcards.method}"
+        "L=python; if [ {resources.gpu} -gt 1 ]; then L='torchrun --standalone --nproc-per-node {resources.gpu}'; fi;"
+        " $L -m m3em.train --config \"$M3EM_CONFIG\" --model {wildcards.model} --method {wildcards.method}"
         " --out-dir {params.out_dir} --no-progress > {log} 2>&1"
 
 

@@ -1,0 +1,118 @@
+"""Feature extraction of the fixture video into the feature contract (m3em.features)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from _backbone_fixtures import FPS, SEGMENTS, write_config, write_dataset
+
+from extractors import extract
+from extractors.audio import AudioConfig
+from extractors.backbones.i3d import I3DTwoStream, normalise_i3d
+from extractors.backbones.inputs import VideoInputs, VideoSpec
+from extractors.backbones.tbn import TBN, Modality, normalise, pool_vector
+from m3em.features import FeatureFile, segment_positions
+
+TBN_STREAMS = ["tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    paths = write_dataset(root)
+    cfg = write_config(root, paths)
+    torch.manual_seed(0)
+    tbn = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 3, 4).eval()
+    meta = {"num_verbs": 3, "num_nouns": 4, "input_size": 64, "clip_length": 8, "epoch": 1}
+    torch.save({"state_dict": tbn.state_dict(), "meta": {**meta, "backbone": "tbn", "modalities": ["rgb", "flow", "spec"]}},
+               root / "tbn.pt")
+    i3d = I3DTwoStream(3, 4).eval()
+    torch.save({"state_dict": i3d.state_dict(), "meta": {**meta, "backbone": "i3d", "modalities": ["rgb", "flow"]}},
+               root / "i3d.pt")
+    return root, paths, cfg, tbn, i3d
+
+
+def _args(setup, ckpt, streams, outs=None, **flags):
+    root, paths, cfg, _, _ = setup
+    args = ["--config", str(cfg), "--video-id", "P01_01", "--checkpoint", str(root / ckpt)]
+    for i, s in enumerate(streams):
+        args += ["--stream", s]
+        if outs is not None:
+            args += ["--out", str(outs[i])]
+    for k, v in flags.items():
+        args += [f"--{k}", str(paths[v])]
+    return args
+
+
+def test_tbn_streams_in_one_job(setup):
+    root, paths, _, tbn, _ = setup
+    outs = [root / "f" / s / "P01_01.safetensors" for s in TBN_STREAMS]
+    # One job, five streams: RGB from the frame archive, the sound track from --video.
+    assert extract.main(_args(setup, "tbn.pt", TBN_STREAMS, outs, frames="frames", video="audio", flow="flow",
+                              crops="crops")) == 0
+    order = sorted(SEGMENTS, key=lambda s: (s[2], s[0]))
+    nids = [s[0] for s in order]  # source_train and source_val rows, by start frame
+    frames = np.stack([segment_positions(s[2], s[3], 3) for s in order])
+    for s, out in zip(TBN_STREAMS, outs):
+        ff = FeatureFile(out)
+        assert ff.narration_ids == nids and np.array_equal(ff.frames, frames) and ff.stream == s
+        assert ff.shape == ((5, 3, 1024) if s == "tbn_audio" else (5, 3, 1024, 2, 2))
+        assert ff.read().dtype == np.float16
+        assert ff.producer["backbone"] == "tbn" and ff.producer["input_size"] == 64
+    # The stored features are the model's outputs on the documented inputs.
+    v = VideoInputs(VideoSpec("P01_01", FPS, video_path=paths["audio"], frames_archive=paths["frames"],
+                              flow_path=paths["flow"], crops_path=paths["crops"], flow_stride=1, flow_dilation=1,
+                              audio=AudioConfig(sample_rate=8000, window_s=0.5, n_fft=127, win_length=100,
+                                                hop_length=60, n_time=64)))
+    pos = frames[1]
+    with torch.no_grad():
+        rgb = tbn.spatial(Modality.RGB, normalise(Modality.RGB, torch.from_numpy(v.rgb(pos, 64))))
+        crop_flow = tbn.spatial(Modality.FLOW, normalise(Modality.FLOW, torch.from_numpy(v.flow_stack(pos, 64, crop=True))))
+        audio = pool_vector(tbn.spatial(Modality.SPEC, normalise(Modality.SPEC, torch.from_numpy(v.spectrogram(pos)))))
+    for out, ref in ((outs[0], rgb), (outs[4], crop_flow), (outs[2], audio)):
+        got = torch.from_numpy(FeatureFile(out)[1].astype(np.float32))
+        assert torch.allclose(got, ref, rtol=2e-3, atol=2e-3)
+
+
+def test_i3d_streams_and_short_segment(setup):
+    root, paths, _, _, i3d = setup
+    outs = [root / "g" / s / "P01_01.safetensors" for s in ("i3d_rgb", "i3d_flow")]
+    assert extract.main(_args(setup, "i3d.pt", ["i3d_rgb", "i3d_flow"], outs, frames="frames", flow="flow")) == 0
+    ff = FeatureFile(outs[0])
+    assert ff.shape == (5, 3, 1024, 2, 2)
+    row = ff.row_of["P01_01_3"]  # 4 frames (30..33): the 8-frame clip repeats its edge frames
+    v = VideoInputs(VideoSpec("P01_01", FPS, frames_archive=paths["frames"], flow_path=paths["flow"]))
+    clip = v.rgb_clips(ff.frames[row], 30, 33, 8, 64)
+    with torch.no_grad():
+        ref = i3d.rgb.spatial(normalise_i3d(torch.from_numpy(clip))).mean(2)
+    assert torch.allclose(torch.from_numpy(ff[row].astype(np.float32)), ref, rtol=2e-3, atol=2e-3)
+
+
+def test_bad_requests_are_errors(setup, tmp_path, caplog):
+    root, paths, cfg, _, _ = setup
+    with caplog.at_level(logging.ERROR):
+        assert extract.main(_args(setup, "tbn.pt", ["tbn_rgb", "i3d_rgb"], frames="frames")) == 1
+        assert "one backbone" in caplog.text
+        assert extract.main(_args(setup, "tbn.pt", ["tbn_flow"], [tmp_path / "x.safetensors"])) == 1
+        assert "need --flow" in caplog.text
+        assert extract.main(_args(setup, "i3d.pt", ["tbn_rgb"], [tmp_path / "y.safetensors"], frames="frames")) == 1
+        assert "cannot extract" in caplog.text
+    assert not (tmp_path / "x.safetensors").exists()
+    if not torch.cuda.is_available():
+        cfg2 = write_config(tmp_path, paths, features={"device": "cuda"})
+        args = _args(setup, "tbn.pt", ["tbn_rgb"], [tmp_path / "z.safetensors"], frames="frames")
+        args[1] = str(cfg2)
+        with caplog.at_level(logging.ERROR):
+            assert extract.main(args) == 1
+        assert "CUDA is not available" in caplog.text
