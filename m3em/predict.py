@@ -37,6 +37,10 @@ from m3em.train import (
 )
 
 
+#: Feature streams computed from hand-object boxes (spatial annotations in SLS terms).
+BOX_STREAMS: frozenset[str] = frozenset({"tbn_crop_rgb", "tbn_crop_flow", "object"})
+
+
 def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, out: str | Path, *,
                    progress: bool = True) -> Path:
     """Write the scores of ``split`` to ``out`` (an ``.npz``) and return ``out``."""
@@ -67,6 +71,8 @@ def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, o
         "kind": "logits", "model": model_name, "method": method.value, "split": split,
         "checkpoint": str(checkpoint), "epoch": int(ckpt["epoch"]), "git_revision": str(ckpt.get("git_revision", "")),
         "labelled_split": split in LABELLED_SPLITS,
+        # Crops and object features come from hand-object boxes: SLS training-labels level 4.
+        "uses_hand_object_boxes": any(m.stream in BOX_STREAMS for m in mcfg.modalities.values()),
     })
     return out
 

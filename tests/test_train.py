@@ -77,6 +77,8 @@ def test_predict_labelled_and_unlabelled_splits(tiny, tmp_path):
         scores = read_scores(out, n_verbs=len(ann.verbs), n_nouns=len(ann.nouns))
         assert list(scores.narration_ids) == list(ann.split(split, labelled=False)["narration_id"])
         assert scores.meta["model"] == "B" and scores.meta["method"] == "m3em"
+        # B's object stream comes from hand-object boxes: the submission must declare SLS TL 4.
+        assert scores.meta["uses_hand_object_boxes"] is True
     again = read_scores(run_prediction(cfg, ckpt, "target_val", tmp_path / "again.npz", progress=False))
     np.testing.assert_array_equal(again.verb, read_scores(tmp_path / "target_val.npz").verb)
 

@@ -12,7 +12,11 @@ It follows ``cv2.optflow.DualTVL1OpticalFlow`` step by step (``reference/tvl1.md
   residual and squared gradient norm frozen for the warp;
 - per iteration, in OpenCV's order: thresholding at the current u, divergence of the previous p,
   primal update, forward gradient of the new u, Chambolle dual update;
-- stopping: per pair, after every iteration, sum of squared updates <= epsilon^2 * H_level * W_level.
+- stopping: per pair, after every iteration, sum of squared updates <= epsilon^2 * H_level * W_level
+  (near the threshold the CPU path recomputes OpenCV's serial float32 sum, so both stop alike);
+- median filter (only when ``median_filter`` > 1) at the start of every outer iteration.
+
+Parity with cv2 5.0 and speed: ``docs/flow_parity.md``, ``docs/benchmarks_flow.md``.
 
 Batching: every tensor carries a leading pair axis B. A pair that has met the stopping rule is
 *frozen* (its step sizes become 0, so its u and p stop changing) without a host sync; every

@@ -99,6 +99,25 @@ def model_streams(model):
     return tuple(dict.fromkeys(m["stream"] for m in config["models"][model]["modalities"].values()))
 
 
+def needed_streams():
+    """Streams the chosen models read."""
+    return sorted({s for m in MODELS for s in model_streams(m)})
+
+
+def target_streams():
+    """Streams of the `features` target: those the models read plus features.streams."""
+    return sorted(set(needed_streams()) | set(config["features"]["streams"]))
+
+
+def needed_backbones():
+    return sorted({STREAM_BACKBONE[s] for s in needed_streams() if s in STREAM_BACKBONE})
+
+
+def needs_detections():
+    """Whether a chosen model reads hand-object boxes (object stream or crops)."""
+    return any(s in model_streams(m) for m in MODELS for s in ("object", "tbn_crop_rgb", "tbn_crop_flow"))
+
+
 def gpu_request(name):
     """GPUs a job of stage `name` asks the scheduler for: 1 when the stage's config section says
     `device: cuda...`, else 0. The device itself is the entry point's business (a GPU configured
@@ -222,15 +241,13 @@ def _expected_inputs():
         return paths
     for v in VIDEOS:
         paths.append(official("frames", v) or video_path(v))
+        if official("frames", v) and "tbn_audio" in needed_streams():
+            paths.append(video_path(v))  # frame archives carry no sound track
         if official("flow", v):
             paths.append(official("flow", v))
         if official("detections", v) and needs_detections():
             paths.append(official("detections", v))
     return paths
-
-
-def needs_detections():
-    return any(s in model_streams(m) for m in MODELS for s in ("object", "tbn_crop_rgb", "tbn_crop_flow"))
 
 
 def under_demo(path):
@@ -350,16 +367,3 @@ def member_scores(wildcards):
 def all_metrics():
     runs = list(RUNS) + [ensemble_run(n) for n in ENSEMBLES]
     return [metrics_file(r, s) for r in runs for s in EVAL_SPLITS]
-
-
-def needed_streams():
-    return sorted({s for m in MODELS for s in model_streams(m)})
-
-
-def target_streams():
-    """Streams of the `features` target: those the models read plus features.streams."""
-    return sorted(set(needed_streams()) | set(config["features"]["streams"]))
-
-
-def needed_backbones():
-    return sorted({STREAM_BACKBONE[s] for s in needed_streams() if s in STREAM_BACKBONE})

@@ -1,7 +1,7 @@
 # TA3N (+ M3EM) training: one job per (model, method). The trainer's section and the model's own
 # entry are params, so changing models.A reruns A's runs and their dependants only. The trainer
-# also writes checkpoint.pt after every epoch (for a manual --resume); the job's output is
-# model.pt, written when training has finished.
+# writes checkpoint.pt after every epoch (resumable by hand with `python -m m3em.train --resume`)
+# and model.pt when training has finished; predictions read model.pt.
 
 
 rule train_run:
@@ -11,6 +11,9 @@ rule train_run:
     output:
         model=f"{RESULTS}/train/{{model}}_{{method}}/model.pt",
         metrics=f"{RESULTS}/train/{{model}}_{{method}}/metrics.csv",
+        # Declared so that Snakemake removes it before a rerun: the trainer refuses to start over
+        # an existing checkpoint.pt without --resume, and a rerun means the inputs or config changed.
+        checkpoint=f"{RESULTS}/train/{{model}}_{{method}}/checkpoint.pt",
     params:
         cfg=lambda wc: train_params(wc.model),
         out_dir=lambda wc: run_dir(f"{wc.model}_{wc.method}"),
