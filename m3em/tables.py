@@ -107,7 +107,8 @@ def build_table2(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[
 def to_markdown(df: pd.DataFrame, title: str) -> str:
     """A GitHub Markdown table (accuracies in %, 2 decimals) under a title line."""
     header = "| " + " | ".join(df.columns) + " |"
-    align = "|" + "|".join("---" if df[c].dtype == object else "---:" for c in df.columns) + "|"
+    # Numbers right-aligned, text left-aligned (pandas 3 text columns are "str", not object, dtype).
+    align = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + "|"
     lines = [f"**{title}** (split `{df.attrs.get('split', '?')}`, accuracy in %)", "", header, align]
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(v if isinstance(v, str) else f"{v:.2f}" for v in row) + " |")

@@ -84,3 +84,21 @@ def test_build_dataclass_errors_name_the_key() -> None:
         build_dataclass(_Outer, {"name": "a", "inner": {"rat": 1}}, "sec")
     with pytest.raises(ConfigError, match="sec.inner: missing required key 'rate'"):
         build_dataclass(_Outer, {"name": "a", "inner": {}}, "sec")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Key-by-key override, as Snakemake merges several --configfile files."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def test_epic100_overrides_give_a_valid_config() -> None:
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    over = yaml.safe_load((REPO / "configs" / "epic100.yaml").read_text())
+    merged = _merge(base, over)
+    validate_config(merged, "config.yaml + configs/epic100.yaml")
+    assert merged["demo"]["enabled"] is False
+    assert merged["flow"]["tvl1"]["max_iterations"] == 300 and merged["flow"]["tvl1"]["tau"] == 0.25
+    assert merged["train"]["batch_size_target"] == 207

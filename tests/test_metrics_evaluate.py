@@ -86,6 +86,7 @@ def test_table1_layout_and_order(tmp_path):
                                                       ["B", "TA3N"], ["D", "TA3N + M3EM"]]
     md = tables.to_markdown(df, "Table 1")
     assert "| A | TA3N + M3EM | 1.00 | 1.00 | 1.00 | 11.00 | 11.00 | 11.00 |" in md
+    assert "|---|---|---:|---:|---:|---:|---:|---:|" in md  # text left, numbers right
     for metrics_file, rec in recs:
         (tmp_path / f"{metrics_file}.json").write_text(json.dumps(rec))
     assert tables.main(["--table", "1", "--metrics", *[str(tmp_path / f"{m}.json") for m, _ in recs],
