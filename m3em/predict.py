@@ -36,7 +36,6 @@ from m3em.train import (
     train_config,
 )
 
-
 #: Feature streams computed from hand-object boxes (spatial annotations in SLS terms).
 BOX_STREAMS: frozenset[str] = frozenset({"tbn_crop_rgb", "tbn_crop_flow", "object"})
 
