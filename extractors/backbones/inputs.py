@@ -41,7 +41,7 @@ import numpy as np
 
 from extractors.audio import AudioConfig, AudioTrack, open_audio
 from extractors.detections.config import FlowBox
-from extractors.detections.crops import CropTable, read_crops
+from extractors.detections.crops import CropTable, pixel_boxes, read_crops
 from extractors.flow_archive import FlowSource, open_flow, rgb_to_flow_index
 from extractors.video import FrameSource, open_frames
 
@@ -124,19 +124,6 @@ def crop_resize(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         x1, y1, x2, y2 = (int(v) for v in boxes[i])
         out[i] = _resize(np.ascontiguousarray(frames[i, y1:y2, x1:x2]), size, size)
     return out
-
-
-def pixel_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Normalised ``(N, 4)`` boxes -> int64 pixel boxes covering them, at least one pixel per side."""
-    b = np.asarray(boxes, dtype=np.float64) * np.array([width, height, width, height], dtype=np.float64)
-    px = np.concatenate([np.floor(b[:, :2] + 1e-9), np.ceil(b[:, 2:] - 1e-9)], axis=1).astype(np.int64)
-    px[:, [0, 2]] = np.clip(px[:, [0, 2]], 0, width)
-    px[:, [1, 3]] = np.clip(px[:, [1, 3]], 0, height)
-    px[:, 2] = np.maximum(px[:, 2], np.minimum(px[:, 0] + 1, width))
-    px[:, 0] = np.minimum(px[:, 0], px[:, 2] - 1)
-    px[:, 3] = np.maximum(px[:, 3], np.minimum(px[:, 1] + 1, height))
-    px[:, 1] = np.minimum(px[:, 1], px[:, 3] - 1)
-    return px
 
 
 def random_crop_flip(frames: np.ndarray, size: int, rng: np.random.Generator, flow: bool) -> np.ndarray:

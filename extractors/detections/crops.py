@@ -156,6 +156,20 @@ def compute_crops(
     return crops, source
 
 
+def pixel_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Normalised ``(N, 4)`` boxes -> int64 pixel boxes ``x1, y1, x2, y2`` (x2/y2 exclusive)
+    covering them in a ``width`` x ``height`` frame, at least one pixel per side."""
+    b = np.asarray(boxes, dtype=np.float64) * np.array([width, height, width, height], dtype=np.float64)
+    px = np.concatenate([np.floor(b[:, :2] + 1e-9), np.ceil(b[:, 2:] - 1e-9)], axis=1).astype(np.int64)
+    px[:, [0, 2]] = np.clip(px[:, [0, 2]], 0, width)
+    px[:, [1, 3]] = np.clip(px[:, [1, 3]], 0, height)
+    px[:, 2] = np.maximum(px[:, 2], np.minimum(px[:, 0] + 1, width))
+    px[:, 0] = np.minimum(px[:, 0], px[:, 2] - 1)
+    px[:, 3] = np.maximum(px[:, 3], np.minimum(px[:, 1] + 1, height))
+    px[:, 1] = np.minimum(px[:, 1], px[:, 3] - 1)
+    return px
+
+
 @dataclass(frozen=True)
 class CropTable:
     """Crop boxes of one video; ``boxes_array[f-1]`` is the crop of RGB frame ``f``."""
@@ -187,15 +201,7 @@ class CropTable:
     def pixel_boxes(self, frame_numbers, width: int, height: int) -> np.ndarray:
         """``(N, 4)`` int64 pixel boxes ``x1, y1, x2, y2`` (x2/y2 exclusive) covering the crops of
         ``frame_numbers`` in a ``width`` x ``height`` frame; at least one pixel per side."""
-        b = self.boxes(frame_numbers) * np.array([width, height, width, height], dtype=np.float64)
-        px = np.concatenate([np.floor(b[:, :2] + 1e-9), np.ceil(b[:, 2:] - 1e-9)], axis=1).astype(np.int64)
-        px[:, [0, 2]] = np.clip(px[:, [0, 2]], 0, width)
-        px[:, [1, 3]] = np.clip(px[:, [1, 3]], 0, height)
-        px[:, 2] = np.maximum(px[:, 2], np.minimum(px[:, 0] + 1, width))
-        px[:, 0] = np.minimum(px[:, 0], px[:, 2] - 1)
-        px[:, 3] = np.maximum(px[:, 3], np.minimum(px[:, 1] + 1, height))
-        px[:, 1] = np.minimum(px[:, 1], px[:, 3] - 1)
-        return px
+        return pixel_boxes(self.boxes(frame_numbers), width, height)
 
 
 def crops_for_table(table: DetectionTable, cfg: CropsConfig) -> CropTable:
