@@ -166,11 +166,17 @@ def read_training_metrics(path: Path) -> pd.DataFrame:
 
 
 def plot_training_curves(df: pd.DataFrame, title: str, path: Path) -> None:
-    """Losses (columns containing ``loss``) in the left panel, every other metric in the right."""
+    """Losses (columns containing ``loss``) in the left panel, accuracies in % in the right.
+
+    Bookkeeping columns (``lr``, ``steps``, ``seconds``) are left out: on one axis with the
+    accuracies they only flatten the curves. ``domain_acc`` is a fraction in the trainer's CSV
+    and is drawn in % like the top-k columns.
+    """
     plt = _pyplot()
     losses = [c for c in df.columns if c != "epoch" and "loss" in c.lower()]
-    others = [c for c in df.columns if c not in ("epoch", *losses)]
-    panels = [(cols, name) for cols, name in ((losses, "loss"), (others, "value")) if cols]
+    accuracies = [c for c in df.columns if c not in ("epoch", *losses) and ("acc" in c or "top" in c)]
+    df = df.assign(**{c: df[c] * 100.0 for c in accuracies if c == "domain_acc"})
+    panels = [(cols, name) for cols, name in ((losses, "loss"), (accuracies, "accuracy (%)")) if cols]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
     for ax, (cols, ylabel) in zip(axes[0], panels):
         for c in cols:
