@@ -14,7 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
+import torch
 import yaml
 
 from extractors.detections.config import CropsConfig
@@ -126,3 +128,13 @@ def write_config(root: Path, paths: dict[str, Path], **sections: dict) -> Path:
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread per test module: two OpenMP threads on a shared, oversubscribed 2-core
+    machine run far slower than one. Imported (hence autouse) by the backbone test modules."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _backbone_fixtures import _one_thread  # noqa: F401 (autouse fixture)
 
 from extractors.backbones.bninception import BNInception, spatial_size
 from extractors.backbones.i3d import I3D, I3DTwoStream, load_i3d_backbone, normalise_i3d
@@ -36,15 +37,6 @@ from extractors.backbones.weights import (
 )
 
 KEYS = Path(__file__).resolve().parents[1] / "extractors" / "backbones" / "expected_keys"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a shared, oversubscribed 2-core machine run ~40x slower than one.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

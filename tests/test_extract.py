@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from _backbone_fixtures import FPS, SEGMENTS, write_config, write_dataset
+from _backbone_fixtures import FPS, SEGMENTS, _one_thread, write_config, write_dataset  # noqa: F401 (autouse fixture)
 
 from extractors import extract
 from extractors.audio import AudioConfig
@@ -17,14 +17,6 @@ from extractors.backbones.tbn import TBN, Modality, normalise, pool_vector
 from m3em.features import FeatureFile, segment_positions
 
 TBN_STREAMS = ["tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,10 @@ import logging
 
 import pytest
 import torch
-from _backbone_fixtures import write_config, write_dataset
+from _backbone_fixtures import _one_thread, write_config, write_dataset  # noqa: F401 (autouse fixture)
 
 from extractors import finetune
 from extractors.backbones.weights import read_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 OpenMP threads on the shared 2-core machine are far slower
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
