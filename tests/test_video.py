@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -71,7 +72,9 @@ def write_pattern_video(
     cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
     if audio_hz is not None:
-        cmd += ["-f", "lavfi", "-i", f"sine=frequency={audio_hz}:sample_rate=48000"]
+        # A finite tone as long as the video: an endless source cut by -shortest overshoots by a
+        # varying amount (muxer interleaving), which made audio-length checks flaky.
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency={audio_hz}:sample_rate=48000:duration={n / float(Fraction(str(fps)))}"]
     if setpts is not None:
         cmd += ["-vf", f"settb=1/1000,setpts='{setpts}'", "-enc_time_base", "filter", "-fps_mode", "passthrough",
                 "-video_track_timescale", "1000"]
