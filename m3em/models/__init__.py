@@ -64,20 +64,11 @@ class ModalityConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class BranchConfig:
-    """``models.<name>.branches[i]``: one late-fusion TA3N branch (M3EM method)."""
-
-    name: str
-    modalities: tuple[str, ...]
-    weight: float
-
-
-@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """``models.<name>``: one of the paper's models (A: TBN RGB/Flow/Audio, ..., D: I3D RGB/Flow)."""
 
     modalities: Mapping[str, ModalityConfig]
-    branches: tuple[BranchConfig, ...]
+    branches: tuple[BranchSpec, ...]  # models.<name>.branches, built straight into the model's spec
     consensus_pair: tuple[str, str] | None = None
     smr_reduction: int = 16
     cmc_scales: int = 2
@@ -156,7 +147,7 @@ def build_model(
             cmc_latent_channels=cfg.cmc_latent_channels,
             cmc_scales=cfg.cmc_scales,
         )
-        branches = [BranchSpec(b.name, tuple(b.modalities), b.weight) for b in cfg.branches]
+        branches = list(cfg.branches)
     else:
         m3em = None
         branches = [BranchSpec("all", tuple(m.name for m in modalities), 1.0)]
