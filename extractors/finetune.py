@@ -12,13 +12,21 @@ one clip of ``backbones.i3d.clip_length`` frames per position for each of RGB an
 averaged over streams and positions. Loss: ``0.5 * (CE_verb + CE_noun)`` (TBN ``train.py``).
 
 Optimiser: SGD (momentum, weight decay), TBN's parameter groups (flow stream at ``flow_lr``),
-MultiStepLR (``lr_steps`` = completed epochs), gradient clipping, TBN's partial BN. On GPU:
-autocast (bf16 where supported, else fp16 with a gradient scaler).
+MultiStepLR (``lr_steps`` = completed epochs), gradient clipping, TBN's partial BN (pretrained
+weights only: on random weights it freezes nearly every BN layer at mean 0 / var 1 and the
+activations shrink layer by layer to nothing, so it is refused). On GPU: autocast (bf16 where
+supported, else fp16 with a gradient scaler).
+
+BatchNorm statistics: after the last epoch the running statistics of the BN layers that used
+batch statistics during training are re-estimated over ``finetune.bn_recalibration_segments``
+source segments (:func:`recalibrate_batchnorm`), so extraction in eval mode sees the network
+fine-tuning trained, not running averages that a short schedule left near their initial values.
 
 Initial weights, first match wins: ``--init`` (a TBN / I3D two-stream checkpoint, ours or the
 released TBN: streams strict, the head too when its class counts match), then
 ``backbones.tbn.tbn_checkpoint``, then per-stream files (ImageNet BN-Inception, Kinetics TSN flow;
-piergiaj I3D rgb/flow); else random initialisation (logged).
+piergiaj I3D rgb/flow); else random initialisation (a warning: fine for the demo and smoke runs,
+not for results).
 
 Outputs (all atomic): ``--out`` (final checkpoint), ``<out dir>/last.pt`` (after every epoch,
 used by ``--resume``), ``<out dir>/metrics.csv`` (epoch, lr, loss, verb/noun top-1, seconds).
@@ -204,8 +212,12 @@ def build_model(backbone: str, bb: BackbonesConfig, num_verbs: int, num_nouns: i
     return I3DTwoStream(num_verbs, num_nouns, bb.i3d.dropout)
 
 
+RANDOM_INIT = "random initialisation (no initial checkpoint configured)"
+
+
 def initialise(model: nn.Module, backbone: str, bb: BackbonesConfig, init: Path | None) -> str:
-    """Load the initial weights (see the module docstring); returns a one-line description."""
+    """Load the initial weights (see the module docstring); returns a one-line description
+    (:data:`RANDOM_INIT` when nothing was loaded)."""
     if backbone == "tbn":
         assert isinstance(model, TBN)
         path = init or bb.tbn.tbn_checkpoint
@@ -227,7 +239,7 @@ def initialise(model: nn.Module, backbone: str, bb: BackbonesConfig, init: Path 
             p = bb.tbn.kinetics_flow_checkpoint
             load_tsn_flow_stream(model.stream(Modality.FLOW), state_dict_of(read_checkpoint(p), str(p)), str(p))
             parts.append(f"Kinetics TSN flow {p} -> flow")
-        return "; ".join(parts) or "random initialisation (no initial checkpoint configured)"
+        return "; ".join(parts) or RANDOM_INIT
     assert isinstance(model, I3DTwoStream)
     if init is not None:
         load_strict(model, state_dict_of(read_checkpoint(init), str(init)), str(init))
@@ -237,26 +249,62 @@ def initialise(model: nn.Module, backbone: str, bb: BackbonesConfig, init: Path 
         if p is not None:
             load_i3d_backbone(getattr(model, name), state_dict_of(read_checkpoint(p), str(p)), str(p))
             parts.append(f"I3D {name} {p}")
-    return "; ".join(parts) or "random initialisation (no initial checkpoint configured)"
+    return "; ".join(parts) or RANDOM_INIT
+
+
+def _stream_batchnorms(model: nn.Module) -> list[list[nn.modules.batchnorm._BatchNorm]]:
+    """The BatchNorm layers of each backbone stream, in module order."""
+    streams = [model.stream(m) for m in model.modalities] if isinstance(model, TBN) else [model.rgb, model.flow]
+    return [[m for m in s.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] for s in streams]
+
+
+def frozen_batchnorms(model: nn.Module, partial_bn: bool) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BN layers partial BN freezes: all but the first of each stream (none without partial BN)."""
+    return [bn for bns in _stream_batchnorms(model) for bn in bns[1:]] if partial_bn else []
 
 
 def freeze_partial_bn(model: nn.Module) -> None:
     """TBN ``--partialbn``: BatchNorm affine parameters frozen except the first BN of each stream."""
-    streams = [model.stream(m) for m in model.modalities] if isinstance(model, TBN) else [model.rgb, model.flow]
-    for s in streams:
-        bns = [m for m in s.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in bns[1:]:
-            bn.weight.requires_grad_(False)
-            bn.bias.requires_grad_(False)
+    for bn in frozen_batchnorms(model, True):
+        bn.weight.requires_grad_(False)
+        bn.bias.requires_grad_(False)
 
 
 def partial_bn_eval(model: nn.Module) -> None:
     """TBN ``partialbn_statistics``: running statistics frozen (eval) except the first BN of each stream."""
-    streams = [model.stream(m) for m in model.modalities] if isinstance(model, TBN) else [model.rgb, model.flow]
-    for s in streams:
-        bns = [m for m in s.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in bns[1:]:
-            bn.eval()
+    for bn in frozen_batchnorms(model, True):
+        bn.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, backbone: str, k: int, device: torch.device,
+                          frozen: Sequence[nn.Module] = ()) -> int:
+    """Re-estimate the running statistics of the BN layers not in ``frozen`` (PreciseBN).
+
+    Every other layer runs in eval mode (dropout off); the weights do not change. Each trainable BN
+    layer's statistics are reset and accumulated as a plain average over the batches
+    (``momentum=None``), so the result does not depend on how long fine-tuning ran. Returns the
+    number of samples seen.
+    """
+    frozen_ids = {id(m) for m in frozen}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_ids]
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    seen = 0
+    try:
+        for batch in loader:
+            forward_batch(model, batch, backbone, k, device)
+            seen += int(batch["verb"].shape[0])
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        model.train(was_training)
+    return seen
 
 
 def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
@@ -356,9 +404,19 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
         load_strict(model, state_dict_of(state, str(last)), str(last))
         start_epoch = int(state["meta"]["epoch"])
         metrics = list(state.get("metrics", []))
-        how = f"resumed from {last} after epoch {start_epoch}"
+        init_how = str(state["meta"].get("init", RANDOM_INIT))
+        how = f"resumed from {last} after epoch {start_epoch} (initial weights: {init_how})"
     else:
-        how = initialise(model, backbone, bb, init)
+        how = init_how = initialise(model, backbone, bb, init)
+    if init_how == RANDOM_INIT:
+        if recipe.partial_bn:
+            raise ConfigError(
+                f"finetune.{backbone}.partial_bn: true needs pretrained weights (backbones.{backbone} checkpoints or "
+                "--init), but none are configured: on random weights partial BN freezes nearly every BatchNorm layer "
+                "at mean 0 / variance 1 and the features collapse to a constant. Set it to false or give the weights.")
+        if rank == 0:
+            log.warning("%s starts from RANDOM weights (no initial checkpoint): fine for the demo and smoke runs; "
+                        "for results give pretrained weights in backbones.%s", backbone, backbone)
     if recipe.partial_bn:
         freeze_partial_bn(model)
     model.to(device)
@@ -387,7 +445,7 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
     sampler = torch.utils.data.DistributedSampler(data, world, rank, shuffle=True, seed=ft.seed) if world > 1 else None
     meta = {"backbone": backbone, "num_verbs": num_verbs, "num_nouns": num_nouns,
             "modalities": [m.value for m in modalities] if backbone == "tbn" else ["rgb", "flow"],
-            "input_size": size, "clip_length": bb.i3d.clip_length}
+            "input_size": size, "clip_length": bb.i3d.clip_length, "init": init_how}
     criterion = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.perf_counter()
@@ -445,7 +503,22 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
     if rank == 0:
         if not metrics:
             raise ConfigError(f"nothing to train: epochs={recipe.epochs}")
-        _save(out, {"state_dict": core.state_dict(), "meta": {**meta, "epoch": recipe.epochs}, "metrics": metrics})
+        recalibrated = 0
+        if ft.bn_recalibration_segments > 0:
+            t0 = time.perf_counter()
+            data.epoch = recipe.epochs  # a fresh draw of positions, as in a further training epoch
+            n = min(ft.bn_recalibration_segments, len(data))
+            subset = torch.utils.data.Subset(data, np.random.default_rng(ft.seed).permutation(len(data))[:n].tolist())
+            loader = DataLoader(subset, batch_size=recipe.batch_size, shuffle=False, num_workers=ft.num_workers,
+                                pin_memory=device.type == "cuda")
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                recalibrated = recalibrate_batchnorm(core, loader, backbone, recipe.num_segments, device,
+                                                     frozen=frozen_batchnorms(core, recipe.partial_bn))
+            log.info("re-estimated BatchNorm statistics over %d source segments in %.1f s", recalibrated,
+                     time.perf_counter() - t0)
+        _save(out, {"state_dict": core.state_dict(),
+                    "meta": {**meta, "epoch": recipe.epochs, "bn_recalibration_segments": recalibrated},
+                    "metrics": metrics})
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -57,9 +57,11 @@ def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, o
     if tc.check_finite:
         dataset.check_finite(progress=progress)
     check_architecture(checkpoint, ckpt["architecture"],
-                       architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, dataset.shapes))
+                       architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, dataset.shapes,
+                                    tc.standardise_features))
     model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
-                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=dataset.spatial)
+                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=dataset.spatial,
+                        standardise=tc.standardise_features)
     load_model_state(checkpoint, model, ckpt["model"])
     model.to(device)
     idx, verb, noun = predict_logits(model, dataset, tc.batch_size_eval, device, tc.num_workers, progress=progress,

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -111,6 +112,8 @@ class TrainConfig:
     num_workers: int = 0
     check_finite: bool = True
     evaluate_each_epoch: bool = True
+    standardise_features: bool = False
+    standardise_max_segments: int = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +214,8 @@ def open_split(
 
 
 def architecture(model_name: str, method: Method, mcfg: ModelConfig, arch: TA3NArchConfig, n_verbs: int,
-                 n_nouns: int, positions: int, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+                 n_nouns: int, positions: int, shapes: Mapping[str, tuple[int, ...]],
+                 standardise: bool = False) -> dict[str, Any]:
     """What determines the network's parameters, stored in the checkpoint and compared on load."""
     return {
         "model_name": model_name,
@@ -225,7 +229,41 @@ def architecture(model_name: str, method: Method, mcfg: ModelConfig, arch: TA3NA
         "ta3n": [arch.fc_dim, arch.num_bottleneck],
         "classes": [n_verbs, n_nouns],
         "positions": positions,
+        "standardise_features": standardise,
     }
+
+
+def feature_statistics(dataset, max_segments: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and std of each modality over (segments, positions, h, w).
+
+    Uses the first ``max_segments`` segments of ``dataset`` (items ``({name: (P, c[, h, w])}, ...)``).
+    A channel's std is floored at a tenth of the modality's mean std, so a channel that is
+    (nearly) constant on the source split cannot blow up on the target split.
+
+    Returns:
+        ``{modality: (mean (c,), std (c,))}`` float32.
+    """
+    n = min(len(dataset), max_segments)
+    if n == 0:
+        raise FeatureDataError("feature statistics: the source split has no segments")
+    sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for i in range(n):
+        inputs = dataset[i][0]
+        for name, x in inputs.items():
+            x = np.asarray(x, dtype=np.float64)
+            x = x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 0, 2).reshape(x.shape[1], -1)  # (c, P*h*w)
+            sums[name] = sums.get(name, 0.0) + x.sum(axis=1)
+            squares[name] = squares.get(name, 0.0) + (x * x).sum(axis=1)
+            counts[name] = counts.get(name, 0) + x.shape[1]
+    out = {}
+    for name in sums:
+        mean = sums[name] / counts[name]
+        std = np.sqrt(np.maximum(squares[name] / counts[name] - mean * mean, 0.0))
+        std = np.maximum(std, 0.1 * std.mean() + 1e-12)
+        out[name] = (torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+    return out
 
 
 def _to_device(inputs: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -355,8 +393,14 @@ def run_training(
                 ds.check_finite(progress=progress and rank == 0)
 
     model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
-                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=source.spatial).to(device)
-    arch_desc = architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, source.shapes)
+                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=source.spatial,
+                        standardise=tc.standardise_features)
+    if model.standardiser is not None:
+        # Statistics of the labelled source split only (the target domain's are never looked at).
+        model.standardiser.set_statistics(feature_statistics(source, tc.standardise_max_segments))
+    model.to(device)
+    arch_desc = architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, source.shapes,
+                             tc.standardise_features)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.nesterov)
     # Reference: at the start of 1-based epoch e the lr is divided by lr_decay if e in lr_steps.

@@ -192,3 +192,18 @@ def test_stale_files_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(ValueError, match="not a demo manifest"):
         _remove_stale(tmp_path, keep=set())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 7, 11])
+def test_default_size_evaluates_on_at_least_150_segments(seed: int) -> None:
+    """DESIGN section 6: the default demo's source_train and target_val hold >= 150 segments each,
+    for any seed (the plan alone decides the counts; nothing is rendered here)."""
+    from epic_demo.generate import VideoRng
+    from epic_demo.scene import plan_segments
+
+    counts: dict[str, int] = {}
+    for v in plan_videos(SIZES["default"]):
+        counts[v.split] = counts.get(v.split, 0) + len(plan_segments(v, VideoRng.for_video(seed, v.video_id).plan))
+    assert counts["source_train"] >= 150 and counts["target_val"] >= 150, counts
+    fps = {v.split: v.domain.fps for v in plan_videos(SIZES["default"])}
+    assert fps["source_train"] == 30 and fps["target_val"] == 25  # fps_divisor 2 keeps the two rates apart

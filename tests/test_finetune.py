@@ -42,12 +42,96 @@ def test_tbn_finetune_writes_checkpoint_metrics_and_last(tbn_run):
     assert not list(out.parent.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
-def test_partial_bn_freezes_all_but_first_bn(tbn_run):
+def test_partial_bn_on_random_weights_is_an_error(tbn_run, tmp_path, caplog):
+    _, paths, _, _ = tbn_run
+    cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1, "partial_bn": True}})
+    with caplog.at_level(logging.ERROR):
+        rc = finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "p" / "c.pt")])
+    assert rc == 1
+    assert "finetune.tbn.partial_bn" in caplog.text and "pretrained weights" in caplog.text
+
+
+def test_partial_bn_freezes_all_but_first_bn(tbn_run, tmp_path):
+    _, paths, _, out = tbn_run
+    init = read_checkpoint(out)["state_dict"]
+    cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1, "partial_bn": True}})
+    new = tmp_path / "p" / "c.pt"
+    assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(new), "--init", str(out)]) == 0
+    sd = read_checkpoint(new)["state_dict"]
+    # A frozen BN keeps its initial affine and statistics; the first BN of each stream trains.
+    for key in ("rgb.inception_5b_1x1_bn.weight", "rgb.inception_5b_1x1_bn.running_var"):
+        assert torch.equal(sd[key], init[key])
+    assert not torch.equal(sd["rgb.conv1_7x7_s2_bn.weight"], init["rgb.conv1_7x7_s2_bn.weight"])
+
+
+def test_random_init_is_warned(tbn_run, tmp_path, caplog):
+    _, paths, _, _ = tbn_run
+    cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1}, "bn_recalibration_segments": 0})
+    with caplog.at_level(logging.WARNING):
+        assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "w" / "c.pt")]) == 0
+    assert "RANDOM weights" in caplog.text
+    assert read_checkpoint(tmp_path / "w" / "c.pt")["meta"]["bn_recalibration_segments"] == 0
+
+
+def test_recalibrated_statistics_are_the_average_of_batch_statistics():
+    from torch.utils.data import DataLoader
+
+    from extractors.backbones.tbn import TBN, Modality
+
+    torch.manual_seed(0)
+    model = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 3, 4)
+    batches = [{"rgb": torch.randint(0, 255, (2, 2, 64, 64, 3), dtype=torch.uint8),
+                "flow": torch.randint(0, 255, (2, 2, 64, 64, 10), dtype=torch.uint8),
+                "spec": torch.randn(2, 2, 64, 64), "verb": torch.zeros(2, dtype=torch.long)} for _ in range(3)]
+    bn = model.rgb.inception_4a_1x1_bn
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().mean(dim=(0, 2, 3))))
+    n = finetune.recalibrate_batchnorm(model, DataLoader(batches, batch_size=None), "tbn", 2, torch.device("cpu"))
+    hook.remove()
+    assert n == 6 and len(seen) == 3
+    # momentum=None: a plain average over the batches, whatever the layer's momentum was.
+    torch.testing.assert_close(bn.running_mean, torch.stack(seen).mean(0), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1 and bn.num_batches_tracked == 3
+    # Frozen layers keep their statistics.
+    frozen = model.flow.inception_4a_1x1_bn
+    before = frozen.running_mean.clone()
+    finetune.recalibrate_batchnorm(model, DataLoader(batches, batch_size=None), "tbn", 2, torch.device("cpu"),
+                                   frozen=[frozen])
+    assert torch.equal(frozen.running_mean, before)
+
+
+def test_extraction_mode_features_are_not_collapsed(tbn_run):
+    """Regression: random weights + partial BN (or stale running statistics) made every segment's
+    eval-mode feature the same vector (cosine 1.00000 between segments)."""
+    from extractors.backbones.tbn import TBN, Modality
+
     _, _, _, out = tbn_run
-    sd = read_checkpoint(out)["state_dict"]
-    # A frozen BN affine keeps its initial value (weight 1, bias 0); the first BN of each stream trains.
-    assert torch.all(sd["rgb.inception_5b_1x1_bn.weight"] == 1)
-    assert not torch.all(sd["rgb.conv1_7x7_s2_bn.weight"] == 1)
+    model = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 3, 4)
+    model.load_state_dict(read_checkpoint(out)["state_dict"])
+    model.eval()
+    assert input_dependent_fraction(model) > 1e-3
+
+
+def input_dependent_fraction(model) -> float:
+    """|std over inputs| / |mean| of the eval-mode pooled RGB features of 8 different frames."""
+    from extractors.backbones.tbn import Modality
+
+    g = torch.Generator().manual_seed(1)
+    level = torch.linspace(-1.5, 1.5, 8)[:, None, None, None]
+    x = level + 0.5 * torch.randn(8, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        f = model.spatial(Modality.RGB, x).mean(dim=(2, 3))
+    return float(f.std(dim=0).norm() / f.mean(dim=0).norm())
+
+
+def test_collapse_measure_detects_frozen_random_batchnorm():
+    """The measure above is ~1e-4 for the collapsed network of the old default (random weights,
+    every BN at its initial statistics), so the test above can fail."""
+    from extractors.backbones.tbn import TBN, Modality
+
+    torch.manual_seed(0)
+    model = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 3, 4).eval()
+    assert input_dependent_fraction(model) < 1e-3
 
 
 def test_resume_continues_after_the_last_epoch(tbn_run, tmp_path):

@@ -154,3 +154,39 @@ def test_cli_reports_errors_with_exit_code(tiny, tmp_path, capsys):
                "--no-progress"])
     assert rc == 2
     assert "feature file not found" in capsys.readouterr().err
+
+
+def test_feature_statistics_are_per_channel_over_segments_positions_and_cells():
+    from m3em.train import feature_statistics
+
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(3, 4, 2, 2)).astype(np.float16) * np.array([1, 10, 0.1, 0])[None, :, None, None]
+          for _ in range(5)]
+    data = [({"rgb": x, "audio": x[:, :, 0, 0]}, 0, 0, i) for i, x in enumerate(xs)]
+    stats = feature_statistics(data, max_segments=4)
+    ref = np.stack(xs[:4]).astype(np.float64).transpose(2, 0, 1, 3, 4).reshape(4, -1)
+    mean, std = stats["rgb"]
+    np.testing.assert_allclose(mean.numpy(), ref.mean(1), rtol=1e-5, atol=1e-6)
+    floor = 0.1 * ref.std(1).mean()
+    np.testing.assert_allclose(std.numpy(), np.maximum(ref.std(1), floor), rtol=1e-5)
+    assert std[3] > 0  # a constant channel gets the floor, not 0
+    assert stats["audio"][0].shape == (4,)
+
+
+def test_standardisation_statistics_travel_with_the_model(tiny, tmp_path):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"].update(epochs=1, standardise_features=True)
+    ckpt = run_training(cfg, "A", "source_only", tmp_path / "std", progress=False)
+    state = load_checkpoint(ckpt)["model"]
+    assert {"standardiser.mean_rgb", "standardiser.std_audio"} <= set(state)
+    assert state["standardiser.std_rgb"].min() > 0 and not torch.all(state["standardiser.mean_rgb"] == 0)
+    scores = read_scores(run_prediction(cfg, ckpt, "target_val", tmp_path / "s.npz", progress=False))
+    assert np.isfinite(scores.verb).all()
+    # A config without standardisation describes another network: refused, not silently mis-scored.
+    off = copy.deepcopy(cfg)
+    off["train"]["standardise_features"] = False
+    with pytest.raises(CheckpointError, match="standardise_features"):
+        run_prediction(off, ckpt, "target_val", tmp_path / "t.npz", progress=False)
+    plain = load_checkpoint(run_training(off, "A", "source_only", tmp_path / "raw", progress=False))["model"]
+    assert not any(k.startswith("standardiser.") for k in plain)

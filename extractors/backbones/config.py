@@ -59,6 +59,10 @@ class Recipe:
     partial_bn: bool = True
 
 
+#: How many source segments :func:`extractors.finetune.recalibrate_batchnorm` passes by default.
+BN_RECALIBRATION_SEGMENTS = 256
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     """``finetune``: device and loader settings shared by both backbones, plus one recipe each."""
@@ -68,6 +72,7 @@ class FinetuneConfig:
     num_workers: int = 8
     seed: int = 0
     max_train_segments: int | None = None
+    bn_recalibration_segments: int = BN_RECALIBRATION_SEGMENTS
     tbn: Recipe = Recipe()
     i3d: Recipe = Recipe(epochs=40, batch_size=16, num_segments=1, flow_lr=None, lr_steps=(20, 30),
                          weight_decay=1e-7, partial_bn=False)

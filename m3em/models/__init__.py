@@ -18,6 +18,7 @@ from m3em.models.m3em import (
     M3EM,
     ActionModel,
     BranchSpec,
+    FeatureStandardiser,
     LossTerms,
     ModalitySpec,
     ModelOutput,
@@ -27,7 +28,7 @@ from m3em.models.m3em import (
 from m3em.models.ta3n import TA3N, DomainBetas, TA3NOutput, dann_coefficient, load_reference_checkpoint
 
 __all__ = [
-    "M3EM", "TA3N", "ActionModel", "BranchSpec", "DomainBetas", "LossTerms", "Method", "ModalityConfig",
+    "M3EM", "TA3N", "ActionModel", "BranchSpec", "DomainBetas", "FeatureStandardiser", "LossTerms", "Method", "ModalityConfig",
     "ModalitySpec", "ModelConfig", "ModelOutput", "TA3NArchConfig", "TA3NOutput", "build_model",
     "compute_losses", "consensus_weighted_pool", "dann_coefficient", "load_reference_checkpoint",
     "model_config",
@@ -120,6 +121,7 @@ def build_model(
     dropout_i: float,
     dropout_v: float,
     spatial: Mapping[str, bool],
+    standardise: bool = False,
 ) -> ActionModel:
     """The network for ``method``.
 
@@ -127,6 +129,7 @@ def build_model(
         spatial: per modality, whether its inputs have maps larger than 1x1 (False for vector
             streams and for the official pooled features). CMC needs both members of the
             consensus pair spatial; otherwise it is skipped.
+        standardise: per-channel input standardisation (``train.standardise_features``).
     """
     modalities = [ModalitySpec(n, m.channels, bool(spatial[n])) for n, m in cfg.modalities.items()]
     ta3n_kwargs = dict(
@@ -151,4 +154,5 @@ def build_model(
     else:
         m3em = None
         branches = [BranchSpec("all", tuple(m.name for m in modalities), 1.0)]
-    return ActionModel(modalities, branches, n_verbs, n_nouns, num_frames=num_frames, m3em=m3em, ta3n_kwargs=ta3n_kwargs)
+    return ActionModel(modalities, branches, n_verbs, n_nouns, num_frames=num_frames, m3em=m3em, ta3n_kwargs=ta3n_kwargs,
+                       standardise=standardise)

@@ -242,6 +242,44 @@ class M3EM(nn.Module):
         return out
 
 
+class FeatureStandardiser(nn.Module):
+    """Per-channel standardisation of each modality's inputs with fixed statistics.
+
+    ``x -> (x - mean_c) / std_c`` for every modality, the statistics set once from the labelled
+    source split (:meth:`set_statistics`) and stored as buffers, so a saved model carries them and
+    prediction applies the same transform. Features of backbones without pretrained weights (the
+    demo) have channel scales from ~1e-3 to ~1, which the TA3N heads cannot use within a short
+    schedule; the EPIC reference feeds raw features (``train.standardise_features: false``).
+
+    Args:
+        channels: ``{modality: c}``.
+    """
+
+    def __init__(self, channels: Mapping[str, int]) -> None:
+        super().__init__()
+        self.names = list(channels)
+        for name, c in channels.items():
+            self.register_buffer(f"mean_{name}", torch.zeros(c))
+            self.register_buffer(f"std_{name}", torch.ones(c))
+
+    @torch.no_grad()
+    def set_statistics(self, stats: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Set ``{modality: (mean (c,), std (c,))}``; every modality must be given."""
+        missing = sorted(set(self.names) - set(stats))
+        if missing:
+            raise ValueError(f"feature statistics missing for modalities {missing}")
+        for name in self.names:
+            mean, std = stats[name]
+            getattr(self, f"mean_{name}").copy_(mean)
+            getattr(self, f"std_{name}").copy_(std)
+
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, c, h, w)`` -> standardised, same shape."""
+        mean = getattr(self, f"mean_{name}")[:, None, None]
+        std = getattr(self, f"std_{name}")[:, None, None]
+        return (x - mean) / std
+
+
 @dataclasses.dataclass
 class ModelOutput:
     """Fused logits and the per-branch TA3N outputs for a batch of ``B`` clips."""
@@ -263,6 +301,8 @@ class ActionModel(nn.Module):
         m3em: the M3EM module, or None (inputs are average pooled per frame).
         ta3n_kwargs: keyword arguments of :class:`TA3N` (fc_dim, num_bottleneck, dropouts,
             domain_adaptation).
+        standardise: standardise each modality's inputs per channel (:class:`FeatureStandardiser`;
+            its statistics are set by the trainer).
 
     Shapes:
         ``forward({name: (B, P, c, h, w) or (B, P, c)}, betas)`` -> :class:`ModelOutput`.
@@ -278,6 +318,7 @@ class ActionModel(nn.Module):
         num_frames: int,
         m3em: M3EM | None,
         ta3n_kwargs: Mapping[str, object],
+        standardise: bool = False,
     ) -> None:
         super().__init__()
         self.modalities = list(modalities)
@@ -289,6 +330,7 @@ class ActionModel(nn.Module):
                 raise ValueError(f"branch {br.name!r} uses unknown modalities {unknown}; known: {sorted(known)}")
         self.num_frames = num_frames
         self.m3em = m3em
+        self.standardiser = FeatureStandardiser({m.name: m.channels for m in modalities}) if standardise else None
         width = {m.name: (2 if m3em is not None else 1) * m.channels for m in modalities}
         self.branches = nn.ModuleDict({
             br.name: TA3N(sum(width[m] for m in br.modalities), n_verbs, n_nouns, num_frames=num_frames, **ta3n_kwargs)
@@ -311,6 +353,8 @@ class ActionModel(nn.Module):
                 )
             batch = x.shape[0]
             maps[m.name] = x.reshape(-1, *x.shape[2:])  # (B*P, c, h, w)
+            if self.standardiser is not None:
+                maps[m.name] = self.standardiser(m.name, maps[m.name])
         if self.m3em is not None:
             vecs = self.m3em(maps)
         else:
