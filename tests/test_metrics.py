@@ -222,16 +222,16 @@ def test_bootstrap_refusals():
 
 
 def test_chance_levels_hand_case():
-    # 6 segments; verbs 0,0,0,1,1,2 and nouns 3,3,4,4,5,6 out of 4 verbs and 10 nouns.
-    vl = np.array([0, 0, 0, 1, 1, 2])
-    nl = np.array([3, 3, 4, 4, 5, 6])
+    # 6 segments out of 4 verbs and 10 nouns; the most frequent classes are not the lowest ids.
+    vl = np.array([0, 1, 1, 1, 2, 2])
+    nl = np.array([3, 4, 4, 5, 5, 6])
     ch = chance_levels(vl, nl, 4, 10, ks=(1, 2, 5))
     assert ch["uniform"]["verb"] == {1: 0.25, 2: 0.5, 5: 1.0}  # k >= classes: always right
     assert ch["uniform"]["noun"] == {1: 0.1, 2: 0.2, 5: 0.5}
     assert ch["uniform"]["action"] == {1: 1 / 40, 2: 2 / 40, 5: 5 / 40}
     assert ch["majority"]["verb"] == {1: 3 / 6, 2: 5 / 6, 5: 1.0}
     assert ch["majority"]["noun"] == {1: 2 / 6, 2: 4 / 6, 5: 1.0}  # tied counts: any two cover 4
-    # actions (0,3) x2, (0,4), (1,4), (1,5), (2,6)
+    # actions (1,4) x2, (0,3), (1,5), (2,5), (2,6)
     assert ch["majority"]["action"] == {1: 2 / 6, 2: 3 / 6, 5: 1.0}
     with pytest.raises(ValueError, match="labels"):
         chance_levels(vl, nl[:3], 4, 10)
