@@ -77,6 +77,16 @@ def textbook_bootstrap(hits, resamples: int, seed: int) -> np.ndarray:
     return np.percentile(means, [2.5, 97.5], axis=1)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def fmt(times: list[float]) -> str:
     return f"{statistics.median(times):.3f} s ({min(times):.3f}-{max(times):.3f})"
 
@@ -113,9 +123,11 @@ def main() -> int:
         "# Evaluate stage: cost of the metrics, intervals and chance levels",
         "",
         f"Measured {datetime.date.today().isoformat()} on {platform.machine()} ({os.cpu_count()} cores, "
-        f"{platform.processor() or 'cpu'}), no GPU, load average {load[0]:.2f} / {load[1]:.2f} at the end; "
+        f"{cpu_model()}), no GPU, load average {load[0]:.2f} / {load[1]:.2f} (1 / 5 min) at the end; "
         f"numpy {np.__version__}. Command: `python benchmarks/bench_evaluate.py --segments {args.segments} "
-        f"--repeats {args.repeats}`. Times: median (min-max) of {args.repeats} runs, one process.",
+        f"--repeats {args.repeats}`. Times: median (min-max) of {args.repeats} runs, one process. A load "
+        "average above the core count means other jobs shared the cores: absolute times are then "
+        "pessimistic, the rows were measured side by side.",
         "",
         f"Synthetic scores, {args.segments} segments x 97 verbs / 300 nouns (EPIC `target_val` holds ~10k); "
         f"accuracies: " + ", ".join(f"{t} top-{k} {100 * acc[t][k]:.1f} %" for t, k in keys) + ".",
