@@ -3,7 +3,8 @@
 Sections, in order:
 
 1. Table 1 (single models: source-only, TA3N, TA3N + M3EM for each model A-D) and Table 2
-   (ensembles), one pair per evaluated split, laid out by :mod:`m3em.tables`;
+   (ensembles), one pair per evaluated split, laid out by :mod:`m3em.tables`: every accuracy with
+   its 95 % bootstrap interval over segments, chance rows and a caption under each table;
 2. training curves, one PNG per run, from the trainer's per-epoch metrics CSV (against
    ``epoch``: the classification loss ``loss_y`` in one panel, the domain and total losses in a
    second, accuracies in a third), and a table of each run's first and last epoch ``loss_y``;
@@ -264,7 +265,7 @@ def loss_summary(runs: dict[str, pd.DataFrame], chance_loss_y: float) -> str:
         df = df.sort_values("epoch")
         first, last = df.iloc[0], df.iloc[-1]
         y0, y1 = float(first[CLASSIFICATION_LOSS]), float(last[CLASSIFICATION_LOSS])
-        change = "n/a" if not y0 else f"{100.0 * (y1 - y0) / y0:+.1f} %"
+        change = "n/a" if pd.isna(y0) or pd.isna(y1) or y0 == 0 else f"{100.0 * (y1 - y0) / y0:+.1f} %"
         d0, d1 = (float(r[DOMAIN_LOSS]) if DOMAIN_LOSS in df.columns else float("nan") for r in (first, last))
         lines.append(f"| {run} | {int(first.epoch)}-{int(last.epoch)} | {fmt(y0)} | {fmt(y1)} | {change} | "
                      f"{fmt(d0)} | {fmt(d1)} |")
