@@ -7,9 +7,17 @@ Usage::
 
 The metrics file (JSON, percentages like the official scorer prints them)::
 
-    {"format": "m3em-metrics/1", "split": "target_val", "n_segments": N, "scores": "<path>",
+    {"format": "m3em-metrics/2", "split": "target_val", "n_segments": N, "scores": "<path>",
      "model": "A", "method": "ta3n_m3em", "name": "...", "top_k": [1, 5],
-     "accuracy": {"verb": {"1": 55.1, "5": 80.2}, "noun": {...}, "action": {...}}}
+     "accuracy": {"verb": {"1": 55.1, "5": 80.2}, "noun": {...}, "action": {...}},
+     "accuracy_ci": {"verb": {"1": [50.3, 59.8], ...}, ...},
+     "ci": {"method": "percentile bootstrap over segments", "confidence": 0.95, "resamples": 1000, "seed": 0},
+     "n_classes": {"verb": 97, "noun": 300, "action": 29100},
+     "chance": {"uniform": {"verb": {"1": 1.03, ...}, ...}, "majority": {"verb": {"1": 20.4, ...}, ...}}}
+
+``accuracy_ci`` is the 95 % percentile bootstrap interval of each accuracy, resampling the split's
+segments (:func:`m3em.metrics.bootstrap_intervals`); ``chance`` holds what a uniform guess and the
+split's most frequent classes score (:func:`m3em.metrics.chance_levels`).
 
 ``model``/``method``/``name`` come from the score file's meta (keys of the same names) unless
 given on the command line; :mod:`m3em.tables` lays the files out as the report's tables.
@@ -29,10 +37,22 @@ import pandas as pd
 from m3em.annotations import LABELLED_SPLITS, EpicAnnotations
 from m3em.atomic import atomic_write_text
 from m3em.config import ConfigError, build_dataclass, load_config
-from m3em.metrics import ACTION_TOP_N, compute_accuracies
+from m3em.metrics import (
+    ACTION_TOP_N,
+    BOOTSTRAP_CONFIDENCE,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    accuracies_of,
+    bootstrap_intervals,
+    chance_levels,
+    compute_accuracies,
+    compute_hits,
+)
 from m3em.scores import ScoreFileError, Scores, read_scores
 
-METRICS_FORMAT = "m3em-metrics/1"
+METRICS_FORMAT = "m3em-metrics/2"
+#: What ``ci.method`` of a metrics file says.
+CI_METHOD = "percentile bootstrap over segments"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +63,57 @@ class EvaluateConfig:
         splits: labelled splits each trained model is scored and evaluated on.
         top_k: the k of the top-k accuracies (officially 1 and 5).
         action_top_n: verbs/nouns kept per segment when ranking actions (officially 100).
+        bootstrap_resamples: resamples of the segments behind each accuracy's interval.
+        bootstrap_confidence: the intervals' coverage (0.95: a 95 % interval).
+        bootstrap_seed: seed of the resampling (fixed: the same scores give the same intervals).
     """
 
     splits: tuple[str, ...] = ("target_val",)
     top_k: tuple[int, ...] = (1, 5)
     action_top_n: int = ACTION_TOP_N
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    bootstrap_confidence: float = BOOTSTRAP_CONFIDENCE
+    bootstrap_seed: int = BOOTSTRAP_SEED
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Everything the metrics file says about one score table on one labelled split (fractions).
+
+    Attributes:
+        accuracy: ``{task: {k: acc}}`` for task in verb, noun, action.
+        interval: ``{task: {k: (low, high)}}``, the bootstrap interval of each accuracy.
+        chance: ``{"uniform" | "majority": {task: {k: acc}}}`` (:func:`m3em.metrics.chance_levels`).
+        n_classes: ``{"verb": V, "noun": C_n, "action": V * C_n}``.
+        n_segments: segments of the split.
+        config: the settings used (top-k, action top-n, bootstrap).
+    """
+
+    accuracy: dict[str, dict[int, float]]
+    interval: dict[str, dict[int, tuple[float, float]]]
+    chance: dict[str, dict[str, dict[int, float]]]
+    n_classes: dict[str, int]
+    n_segments: int
+    config: EvaluateConfig
+
+
+def _aligned(scores: Scores, labels: pd.DataFrame, where: str) -> Scores:
+    """``scores`` in the row order of ``labels``; every labelled id scored, nothing else."""
+    for col in ("narration_id", "verb_class", "noun_class"):
+        if col not in labels.columns:
+            raise ValueError(f"labels lack column {col!r}: is the split labelled?")
+    split_ids = labels["narration_id"].astype(str).tolist()
+    have = set(scores.narration_ids)
+    missing = [n for n in split_ids if n not in have]
+    extra = sorted(have - set(split_ids))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} narration id(s) of the split have no scores, e.g. {missing[:5]}")
+        if extra:
+            parts.append(f"{len(extra)} scored id(s) are not in the split, e.g. {extra[:5]}")
+        raise ScoreFileError(f"{where}: " + "; ".join(parts))
+    return scores.select(split_ids)
 
 
 def evaluate_scores(
@@ -69,21 +135,7 @@ def evaluate_scores(
     Raises:
         ScoreFileError: ids missing from or not in the split, naming a few of them.
     """
-    for col in ("narration_id", "verb_class", "noun_class"):
-        if col not in labels.columns:
-            raise ValueError(f"labels lack column {col!r}: is the split labelled?")
-    split_ids = labels["narration_id"].astype(str).tolist()
-    have = set(scores.narration_ids)
-    missing = [n for n in split_ids if n not in have]
-    extra = sorted(have - set(split_ids))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} narration id(s) of the split have no scores, e.g. {missing[:5]}")
-        if extra:
-            parts.append(f"{len(extra)} scored id(s) are not in the split, e.g. {extra[:5]}")
-        raise ScoreFileError(f"{where}: " + "; ".join(parts))
-    aligned = scores.select(split_ids)
+    aligned = _aligned(scores, labels, where)
     return compute_accuracies(
         aligned.verb,
         aligned.noun,
@@ -94,30 +146,76 @@ def evaluate_scores(
     )
 
 
+def evaluate_split(
+    scores: Scores, labels: pd.DataFrame, config: EvaluateConfig, *, where: str = "<scores>"
+) -> Evaluation:
+    """Accuracies, their bootstrap intervals and the chance levels of ``scores`` on ``labels``.
+
+    The per-segment correctness is computed once (the action ranking is the costly part) and the
+    intervals resample it; the class counts for the uniform chance are the score columns.
+
+    Args:
+        scores: one model's scores; must cover exactly the narration ids of ``labels``.
+        labels: DataFrame with ``narration_id, verb_class, noun_class``.
+        config: top-k, action top-n and bootstrap settings.
+        where: name used in error messages (the score file).
+
+    Raises:
+        ScoreFileError: ids missing from or not in the split, naming a few of them.
+    """
+    aligned = _aligned(scores, labels, where)
+    verb_labels, noun_labels = labels["verb_class"].to_numpy(), labels["noun_class"].to_numpy()
+    hits = compute_hits(aligned.verb, aligned.noun, verb_labels, noun_labels, ks=tuple(config.top_k),
+                        action_top_n=config.action_top_n)
+    n_verbs, n_nouns = aligned.verb.shape[1], aligned.noun.shape[1]
+    return Evaluation(
+        accuracy=accuracies_of(hits),
+        interval=bootstrap_intervals(hits, resamples=config.bootstrap_resamples,
+                                     confidence=config.bootstrap_confidence, seed=config.bootstrap_seed),
+        chance=chance_levels(verb_labels, noun_labels, n_verbs, n_nouns, ks=tuple(config.top_k)),
+        n_classes={"verb": n_verbs, "noun": n_nouns, "action": n_verbs * n_nouns},
+        n_segments=len(labels),
+        config=config,
+    )
+
+
+def _percent(by_task: Mapping[str, Mapping[int, Any]]) -> dict[str, dict[str, Any]]:
+    """Fractions (or (low, high) pairs of fractions) to percent, keyed by ``str(k)``."""
+    def pct(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [pct(x) for x in v]
+        return round(100.0 * float(v), 4)
+
+    return {task: {str(k): pct(v) for k, v in acc.items()} for task, acc in by_task.items()}
+
+
 def metrics_record(
-    accuracies: Mapping[str, Mapping[int, float]],
+    evaluation: Evaluation,
     *,
     split: str,
-    n_segments: int,
     scores_path: str,
     meta: Mapping[str, Any],
     model: str | None = None,
     method: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready metrics record (accuracies in percent)."""
+    """The JSON-ready metrics record (accuracies, intervals and chance levels in percent)."""
+    ev = evaluation
     return {
         "format": METRICS_FORMAT,
         "split": split,
-        "n_segments": int(n_segments),
+        "n_segments": int(ev.n_segments),
         "scores": scores_path,
         "model": model if model is not None else meta.get("model"),
         "method": method if method is not None else meta.get("method"),
         "name": name if name is not None else meta.get("name"),
-        "top_k": sorted({int(k) for acc in accuracies.values() for k in acc}),
-        "accuracy": {
-            task: {str(k): round(100.0 * float(v), 4) for k, v in acc.items()} for task, acc in accuracies.items()
-        },
+        "top_k": sorted({int(k) for acc in ev.accuracy.values() for k in acc}),
+        "accuracy": _percent(ev.accuracy),
+        "accuracy_ci": _percent(ev.interval),
+        "ci": {"method": CI_METHOD, "confidence": ev.config.bootstrap_confidence,
+               "resamples": ev.config.bootstrap_resamples, "seed": ev.config.bootstrap_seed},
+        "n_classes": {task: int(c) for task, c in ev.n_classes.items()},
+        "chance": {kind: _percent(levels) for kind, levels in ev.chance.items()},
     }
 
 
@@ -131,10 +229,22 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(rec, dict) or rec.get("format") != METRICS_FORMAT:
-        raise ValueError(f"{path}: not a metrics file (format is not {METRICS_FORMAT!r})")
+        fmt = rec.get("format") if isinstance(rec, dict) else None
+        hint = "; written by an older m3em.evaluate: rerun the evaluate stage" if fmt == "m3em-metrics/1" else ""
+        raise ValueError(f"{path}: not a metrics file (format is {fmt!r}, not {METRICS_FORMAT!r}){hint}")
     acc = rec.get("accuracy")
     if not isinstance(acc, dict) or set(acc) != {"verb", "noun", "action"}:
         raise ValueError(f"{path}: 'accuracy' must hold verb, noun and action")
+    ci = rec.get("accuracy_ci")
+    if not isinstance(ci, dict) or any(not isinstance(ci.get(t), dict) or set(ci[t]) != set(acc[t]) for t in acc):
+        raise ValueError(f"{path}: 'accuracy_ci' must hold an interval for every accuracy")
+    if any(not isinstance(v, list) or len(v) != 2 for t in ci for v in ci[t].values()):
+        raise ValueError(f"{path}: every 'accuracy_ci' entry must be [low, high]")
+    chance = rec.get("chance")
+    if not isinstance(chance, dict) or set(chance) != {"uniform", "majority"}:
+        raise ValueError(f"{path}: 'chance' must hold 'uniform' and 'majority'")
+    if not isinstance(rec.get("ci"), dict):
+        raise ValueError(f"{path}: no 'ci' block (the interval's method and settings)")
     return rec
 
 
@@ -161,11 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     annotations = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"])
     labels = annotations.split(args.split, labelled=True)
     scores = read_scores(args.scores, n_verbs=len(annotations.verbs), n_nouns=len(annotations.nouns))
-    acc = evaluate_scores(scores, labels, top_k=ecfg.top_k, action_top_n=ecfg.action_top_n, where=str(args.scores))
-    rec = metrics_record(acc, split=args.split, n_segments=len(labels), scores_path=str(args.scores),
+    ev = evaluate_split(scores, labels, ecfg, where=str(args.scores))
+    rec = metrics_record(ev, split=args.split, scores_path=str(args.scores),
                          meta=scores.meta, model=args.model, method=args.method, name=args.name)
     atomic_write_text(args.out, json.dumps(rec, indent=2, sort_keys=True) + "\n")
-    line = "  ".join(f"{t}@{k} {v:.2f}" for t, a in rec["accuracy"].items() for k, v in a.items())
+    line = "  ".join(f"{t}@{k} {v:.2f} [{lo:.2f}, {hi:.2f}]" for t, a in rec["accuracy"].items()
+                     for k, v in a.items() for lo, hi in [rec["accuracy_ci"][t][k]])
     print(f"{args.scores} on {args.split} ({len(labels)} segments): {line}")
     return 0
 

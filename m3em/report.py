@@ -3,9 +3,11 @@
 Sections, in order:
 
 1. Table 1 (single models: source-only, TA3N, TA3N + M3EM for each model A-D) and Table 2
-   (ensembles), one pair per evaluated split, laid out by :mod:`m3em.tables`;
-2. training curves, one PNG per run, from the trainer's per-epoch metrics CSV (every numeric
-   column against ``epoch``: losses in one panel, the other quantities in another);
+   (ensembles), one pair per evaluated split, laid out by :mod:`m3em.tables`: every accuracy with
+   its 95 % bootstrap interval over segments, chance rows and a caption under each table;
+2. training curves, one PNG per run, from the trainer's per-epoch metrics CSV (against
+   ``epoch``: the classification loss ``loss_y`` in one panel, the domain and total losses in a
+   second, accuracies in a third), and a table of each run's first and last epoch ``loss_y``;
 3. per-class top-1 accuracy (verbs and nouns) of one score file on a labelled split, PNG;
 4. time and memory per stage, summed over the Snakemake ``benchmark:`` files
    (``<benchmarks>/<stage>/...tsv``).
@@ -165,29 +167,109 @@ def read_training_metrics(path: Path) -> pd.DataFrame:
     return df[["epoch", *numeric]]
 
 
-def plot_training_curves(df: pd.DataFrame, title: str, path: Path) -> None:
-    """Losses (columns containing ``loss``) in the left panel, accuracies in % in the right.
+#: The trainer's source classification loss column, ``0.5 (CE_verb + CE_noun)`` per epoch.
+CLASSIFICATION_LOSS = "loss_y"
+#: Its domain loss column (sum of the domain discriminators' cross-entropies).
+DOMAIN_LOSS = "loss_adv"
 
-    Bookkeeping columns (``lr``, ``steps``, ``seconds``) are left out: on one axis with the
-    accuracies they only flatten the curves. ``domain_acc`` is a fraction in the trainer's CSV
-    and is drawn in % like the top-k columns.
+
+def uniform_loss_y(n_verbs: int, n_nouns: int) -> float:
+    """``loss_y`` of a model that predicts every class with equal probability: ``0.5 (ln V + ln C_n)``."""
+    return 0.5 * (float(np.log(n_verbs)) + float(np.log(n_nouns)))
+
+
+def _require_loss_y(df: pd.DataFrame, where: object) -> None:
+    if CLASSIFICATION_LOSS not in df.columns:
+        raise ReportError(f"{where}: no {CLASSIFICATION_LOSS!r} column (have {list(df.columns)})")
+
+
+def _loss_scale(ax, values: pd.DataFrame) -> None:
+    """Log y-axis when the curves are positive and span a decade or more, else linear."""
+    v = values.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size and (v > 0).all() and v.max() / v.min() >= 10.0:
+        ax.set_yscale("log")
+
+
+def training_figure(df: pd.DataFrame, title: str, *, chance_loss_y: float | None = None):
+    """The matplotlib figure of :func:`plot_training_curves` (the caller closes it).
+
+    Per-epoch curves in up to three panels, each on its own y-axis:
+
+    1. the classification loss ``loss_y`` (with a dashed line at ``chance_loss_y``, the loss of
+       a uniform prediction, when given);
+    2. the other losses (domain ``loss_adv``, entropy ``loss_ent``, the total ``loss``), leaving out
+       those that are zero or missing every epoch or equal ``loss_y`` (a source-only run has no
+       domain loss and its total is ``loss_y``): no panel when none is left;
+    3. accuracies in % (``domain_acc`` is a fraction in the trainer's CSV and is drawn in %).
+
+    Loss panels use a log axis when their curves span a decade or more. Bookkeeping columns
+    (``lr``, ``steps``, ``seconds``) are left out: on one axis with the others they only flatten
+    the curves.
     """
+    _require_loss_y(df, title)
     plt = _pyplot()
-    losses = [c for c in df.columns if c != "epoch" and "loss" in c.lower()]
-    accuracies = [c for c in df.columns if c not in ("epoch", *losses) and ("acc" in c or "top" in c)]
+    from matplotlib.ticker import MaxNLocator
+    # Curves with nothing to show are left out: all-NaN (domain_acc of a source-only run), all
+    # zero (its domain losses), or a copy of loss_y (its total loss).
+    shown = [c for c in df.columns if df[c].notna().any()]
+    others = [c for c in shown if c not in ("epoch", CLASSIFICATION_LOSS) and "loss" in c.lower()
+              and (df[c].fillna(0) != 0).any() and not df[c].equals(df[CLASSIFICATION_LOSS])]
+    accuracies = [c for c in shown if "loss" not in c.lower() and c != "epoch" and ("acc" in c or "top" in c)]
     df = df.assign(**{c: df[c] * 100.0 for c in accuracies if c == "domain_acc"})
-    panels = [(cols, name) for cols, name in ((losses, "loss"), (accuracies, "accuracy (%)")) if cols]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
-    for ax, (cols, ylabel) in zip(axes[0], panels):
+    panels = [(cols, name) for cols, name in (([CLASSIFICATION_LOSS], "classification loss (loss_y)"),
+                                               (others, "domain / total loss"),
+                                               (accuracies, "accuracy (%)")) if cols]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for i, (ax, (cols, ylabel)) in enumerate(zip(axes[0], panels)):
         for c in cols:
             ax.plot(df["epoch"], df[c], marker="o", markersize=3, label=c)
+        if i == 0 and chance_loss_y is not None:
+            ax.axhline(chance_loss_y, color="grey", linestyle="--", linewidth=1, label="uniform prediction")
+        if "loss" in ylabel:
+            _loss_scale(ax, df[cols])
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
+    return fig
+
+
+def plot_training_curves(df: pd.DataFrame, title: str, path: Path, *, chance_loss_y: float | None = None) -> None:
+    """Write :func:`training_figure` of the trainer's per-epoch metrics ``df`` to ``path`` (PNG)."""
+    fig = training_figure(df, title, chance_loss_y=chance_loss_y)
     _save(fig, path)
-    plt.close(fig)
+    _pyplot().close(fig)
+
+
+def loss_summary(runs: dict[str, pd.DataFrame], chance_loss_y: float) -> str:
+    """Markdown table: each run's ``loss_y`` (and domain loss) at its first and last epoch.
+
+    Args:
+        runs: run name -> the trainer's per-epoch metrics (:func:`read_training_metrics`).
+        chance_loss_y: the loss of a uniform prediction (:func:`uniform_loss_y`), printed above.
+    """
+    def fmt(v: float) -> str:
+        return "n/a" if pd.isna(v) else f"{v:.4f}"
+
+    lines = [f"Source classification loss `{CLASSIFICATION_LOSS}` = 0.5 (CE verb + CE noun) and the domain loss "
+             f"`{DOMAIN_LOSS}`, averaged over each epoch's steps. A uniform prediction has "
+             f"`{CLASSIFICATION_LOSS}` = {chance_loss_y:.4f}.", "",
+             f"| Run | Epochs | {CLASSIFICATION_LOSS} first | {CLASSIFICATION_LOSS} last | Change | "
+             f"{DOMAIN_LOSS} first | {DOMAIN_LOSS} last |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for run, df in runs.items():
+        _require_loss_y(df, run)
+        df = df.sort_values("epoch")
+        first, last = df.iloc[0], df.iloc[-1]
+        y0, y1 = float(first[CLASSIFICATION_LOSS]), float(last[CLASSIFICATION_LOSS])
+        change = "n/a" if pd.isna(y0) or pd.isna(y1) or y0 == 0 else f"{100.0 * (y1 - y0) / y0:+.1f} %"
+        d0, d1 = (float(r[DOMAIN_LOSS]) if DOMAIN_LOSS in df.columns else float("nan") for r in (first, last))
+        lines.append(f"| {run} | {int(first.epoch)}-{int(last.epoch)} | {fmt(y0)} | {fmt(y1)} | {change} | "
+                     f"{fmt(d0)} | {fmt(d1)} |")
+    return "\n".join(lines) + "\n"
 
 
 def per_class_accuracy(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> pd.DataFrame:
@@ -249,11 +331,19 @@ def build_report(
     md = ["# M3EM pipeline report", "", "## Results", "", results_tables(metrics)]
 
     md += ["## Training curves", ""]
-    for path in train_metrics:
-        run = path.parent.name
-        png = figures / f"training_{run}.png"
-        plot_training_curves(read_training_metrics(path), f"training: {run}", png)
-        md.append(f"![training curves of {run}]({rel}/{png.name})")
+    if train_metrics:
+        ann = EpicAnnotations.open(annotations_dir)
+        chance_loss = uniform_loss_y(len(ann.verbs), len(ann.nouns))
+        runs = {}
+        for path in train_metrics:
+            run = path.parent.name
+            runs[run] = read_training_metrics(path)
+            _require_loss_y(runs[run], path)
+        md.append(loss_summary(runs, chance_loss))
+        for run, df in runs.items():
+            png = figures / f"training_{run}.png"
+            plot_training_curves(df, f"training: {run}", png, chance_loss_y=chance_loss)
+            md.append(f"![training curves of {run}]({rel}/{png.name})")
     md.append("")
 
     if class_scores is not None:

@@ -5,6 +5,11 @@
 * Table 2: one row per ensemble (``name`` of the metrics file, e.g. ``A+B``, ``A+B+C+D``), same
   columns.
 
+Every accuracy comes with its bootstrap interval over segments (the metrics file's
+``accuracy_ci``): in the CSV as ``<column> CI low`` / ``<column> CI high`` columns, in the
+Markdown as ``45.20 [38.1, 52.0]``. Under the Markdown rows, two chance rows (uniform guess and
+the split's most frequent classes) and a caption saying how each was computed.
+
 Written as Markdown and CSV. Usage::
 
     python -m m3em.tables --table 1 --metrics results/metrics/*/target_val.json \\
@@ -32,19 +37,53 @@ MODELS: tuple[str, ...] = ("A", "B", "C", "D")
 TASKS: tuple[str, ...] = ("verb", "noun", "action")
 
 
-def _columns(top_k: Sequence[int]) -> list[str]:
+#: Suffixes of the interval columns that follow each accuracy column.
+CI_LOW, CI_HIGH = " CI low", " CI high"
+#: Labels of the chance rows under a Markdown table, by ``chance`` key of the metrics files.
+CHANCE_ROWS: dict[str, str] = {"uniform": "*chance: uniform*", "majority": "*chance: majority class*"}
+
+
+def _metric_columns(top_k: Sequence[int]) -> list[str]:
     return [f"{task.capitalize()} top-{k}" for k in top_k for task in TASKS]
 
 
+def _columns(top_k: Sequence[int]) -> list[str]:
+    """Each accuracy column followed by its interval's low and high bound."""
+    return [name + suffix for name in _metric_columns(top_k) for suffix in ("", CI_LOW, CI_HIGH)]
+
+
 def _values(rec: dict[str, Any], top_k: Sequence[int], where: str) -> list[float]:
+    """Accuracy, interval low, interval high for each (k, task), in :func:`_columns` order."""
     out = []
     for k in top_k:
         for task in TASKS:
-            acc = rec["accuracy"][task]
+            acc, ci = rec["accuracy"][task], rec["accuracy_ci"][task]
             if str(k) not in acc:
                 raise ValueError(f"{where}: no {task} top-{k} accuracy (have top-{sorted(acc)})")
-            out.append(float(acc[str(k)]))
+            low, high = (float(x) for x in ci[str(k)])
+            out += [float(acc[str(k)]), low, high]
     return out
+
+
+def _shared_attrs(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[int]) -> dict[str, Any]:
+    """What all rows of one table share: segments, classes, interval settings and chance levels.
+
+    Rows of one table are evaluated on the same split; metrics files that disagree on these were
+    made from other annotations or settings, which is an error naming the file.
+    """
+    keys = ("n_segments", "n_classes", "ci", "chance")
+    ref_path, ref = records[0]
+    for path, rec in records[1:]:
+        for key in keys:
+            if rec.get(key) != ref.get(key):
+                raise ValueError(f"{path}: {key!r} differs from {ref_path}'s ({rec.get(key)!r} vs {ref.get(key)!r}): "
+                                 "one table needs metrics of one split and one evaluation setting")
+    chance = {}
+    for kind in CHANCE_ROWS:
+        levels = ref["chance"][kind]
+        chance[kind] = [float(levels[task][str(k)]) for k in top_k for task in TASKS]
+    return {"n_segments": ref["n_segments"], "n_classes": dict(ref["n_classes"]), "ci": dict(ref["ci"]),
+            "chance": chance}
 
 
 def _common_split(records: Sequence[tuple[str, dict[str, Any]]]) -> str:
@@ -82,6 +121,7 @@ def build_table1(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[
 
     df = pd.DataFrame([rows[k] for k in sorted(rows, key=order)], columns=["Model", "Method", *_columns(top_k)])
     df.attrs["split"] = split
+    df.attrs.update(_shared_attrs(records, top_k))
     return df
 
 
@@ -101,17 +141,47 @@ def build_table2(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[
         rows.append([name, *_values(rec, top_k, path)])
     df = pd.DataFrame(rows, columns=["Ensemble", *_columns(top_k)])
     df.attrs["split"] = split
+    df.attrs.update(_shared_attrs(records, top_k))
     return df
 
 
+def _pct(v: float) -> str:
+    """2 decimals; small non-zero levels (e.g. uniform action chance) keep 2 significant digits."""
+    return f"{v:.2g}" if 0 < abs(v) < 0.1 else f"{v:.2f}"
+
+
+def caption(df: pd.DataFrame) -> str:
+    """The sentence under a table: what the brackets and the chance rows are."""
+    ci, n_cls = df.attrs["ci"], df.attrs["n_classes"]
+    return (
+        f"Accuracy in %; in brackets its {100 * ci['confidence']:g} % interval ({ci['method']}: "
+        f"{df.attrs['n_segments']} segments, {ci['resamples']} resamples, seed {ci['seed']}). "
+        f"Chance rows: *uniform* = k / number of classes, the expected top-k of a random ranking "
+        f"({n_cls['verb']} verbs, {n_cls['noun']} nouns, actions: k / ({n_cls['verb']} x {n_cls['noun']}) "
+        f"verb-noun pairs); *majority class* = share of segments whose label is among this split's k most "
+        f"frequent classes (actions: verb-noun pairs), the best input-blind ranking."
+    )
+
+
 def to_markdown(df: pd.DataFrame, title: str) -> str:
-    """A GitHub Markdown table (accuracies in %, 2 decimals) under a title line."""
-    header = "| " + " | ".join(df.columns) + " |"
-    # Numbers right-aligned, text left-aligned (pandas 3 text columns are "str", not object, dtype).
-    align = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + "|"
+    """A GitHub Markdown table under a title line, with chance rows and a caption under it.
+
+    Each accuracy cell reads ``value [low, high]`` (its interval's bounds from the ``CI low`` /
+    ``CI high`` columns); text columns are left-aligned, accuracies right-aligned.
+    """
+    metrics = [c for c in df.columns if c + CI_LOW in df.columns]
+    text = [c for c in df.columns if c not in metrics and not c.endswith((CI_LOW, CI_HIGH))]
+    header = "| " + " | ".join([*text, *metrics]) + " |"
+    align = "|" + "|".join(["---"] * len(text) + ["---:"] * len(metrics)) + "|"
     lines = [f"**{title}** (split `{df.attrs.get('split', '?')}`, accuracy in %)", "", header, align]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(v if isinstance(v, str) else f"{v:.2f}" for v in row) + " |")
+    for _, row in df.iterrows():
+        cells = [str(row[c]) for c in text]
+        cells += [f"{row[c]:.2f} [{row[c + CI_LOW]:.1f}, {row[c + CI_HIGH]:.1f}]" for c in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    for kind, label in CHANCE_ROWS.items():
+        lines.append("| " + " | ".join([""] * (len(text) - 1) + [label] + [_pct(v) for v in df.attrs["chance"][kind]])
+                     + " |")
+    lines += ["", caption(df)]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -56,6 +57,30 @@ def test_evaluate_cli_known_accuracies(tmp_path, cfg_path, epic_slice):
     # top-5 action: (right, right) is within the 4 best pairs of every row.
     assert acc["action"]["5"] == 100.0
 
+    # Every accuracy has its bootstrap interval: around it, [100, 100] where every segment is right.
+    ci = rec["accuracy_ci"]
+    assert rec["ci"] == {"method": "percentile bootstrap over segments", "confidence": 0.95, "resamples": 1000,
+                         "seed": 0}
+    for task in ("verb", "noun", "action"):
+        assert set(ci[task]) == {"1", "5"}
+        assert ci[task]["5"] == [100.0, 100.0]
+        lo, hi = ci[task]["1"]
+        assert 0.0 < lo < acc[task]["1"] < hi < 100.0
+    # Chance levels: k / classes, and the share of the split's most frequent labels.
+    assert rec["n_classes"] == {"verb": 97, "noun": 300, "action": 97 * 300}
+    assert rec["chance"]["uniform"]["verb"] == {"1": pytest.approx(100 / 97, abs=1e-4),
+                                                "5": pytest.approx(500 / 97, abs=1e-4)}
+    assert rec["chance"]["uniform"]["action"]["1"] == pytest.approx(100 / (97 * 300), abs=1e-4)
+    verb_counts = sorted(Counter(labels["verb_class"]).values(), reverse=True)
+    assert rec["chance"]["majority"]["verb"] == {"1": pytest.approx(100 * verb_counts[0] / n, abs=1e-4),
+                                                 "5": pytest.approx(100 * sum(verb_counts[:5]) / n, abs=1e-4)}
+    # The same scores give the same file (fixed bootstrap seed).
+    again = tmp_path / "m2.json"
+    evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), "--split", "target_val",
+                   "--out", str(again)])
+    assert again.read_text() == out.read_text()
+    assert evaluate.read_metrics(out)["accuracy_ci"] == ci
+
 
 def test_evaluate_refuses_mismatched_ids(tmp_path, cfg_path, epic_slice):
     labels = EpicAnnotations.open(epic_slice).split("target_val")
@@ -72,26 +97,44 @@ def test_evaluate_refuses_mismatched_ids(tmp_path, cfg_path, epic_slice):
 
 def _rec(model, method, v1, split="target_val", name=None):
     acc = {"1": v1, "5": v1 + 10}
+    ci = {"1": [v1 - 0.5, v1 + 0.5], "5": [v1 + 9, v1 + 11]}
+    chance = {"verb": {"1": 12.5, "5": 62.5}, "noun": {"1": 6.25, "5": 31.25}, "action": {"1": 0.78125, "5": 3.90625}}
+    majority = {t: {"1": 20.0, "5": 70.0} for t in ("verb", "noun", "action")}
     return {"format": evaluate.METRICS_FORMAT, "split": split, "model": model, "method": method, "name": name,
-            "accuracy": {"verb": acc, "noun": acc, "action": acc}, "top_k": [1, 5]}
+            "accuracy": {"verb": acc, "noun": acc, "action": acc}, "top_k": [1, 5], "n_segments": 150,
+            "accuracy_ci": {"verb": ci, "noun": ci, "action": ci},
+            "ci": {"method": evaluate.CI_METHOD, "confidence": 0.95, "resamples": 1000, "seed": 0},
+            "n_classes": {"verb": 8, "noun": 16, "action": 128}, "chance": {"uniform": chance, "majority": majority}}
 
 
 def test_table1_layout_and_order(tmp_path):
     recs = [(f"{m}{k}", _rec(m, k, i)) for i, (m, k) in enumerate(
         [("B", "ta3n"), ("A", "ta3n_m3em"), ("A", "source_only"), ("A", "ta3n"), ("D", "ta3n_m3em")])]
     df = tables.build_table1(recs)
-    assert list(df.columns) == ["Model", "Method", "Verb top-1", "Noun top-1", "Action top-1",
-                                "Verb top-5", "Noun top-5", "Action top-5"]
+    metric_cols = ["Verb top-1", "Noun top-1", "Action top-1", "Verb top-5", "Noun top-5", "Action top-5"]
+    assert list(df.columns) == ["Model", "Method", *[c + s for c in metric_cols for s in ("", " CI low", " CI high")]]
     assert df[["Model", "Method"]].values.tolist() == [["A", "Source-only"], ["A", "TA3N"], ["A", "TA3N + M3EM"],
                                                       ["B", "TA3N"], ["D", "TA3N + M3EM"]]
     md = tables.to_markdown(df, "Table 1")
-    assert "| A | TA3N + M3EM | 1.00 | 1.00 | 1.00 | 11.00 | 11.00 | 11.00 |" in md
+    assert ("| Model | Method | Verb top-1 | Noun top-1 | Action top-1 | Verb top-5 | Noun top-5 | Action top-5 |"
+            in md)
+    assert ("| A | TA3N + M3EM | 1.00 [0.5, 1.5] | 1.00 [0.5, 1.5] | 1.00 [0.5, 1.5] | 11.00 [10.0, 12.0] | "
+            "11.00 [10.0, 12.0] | 11.00 [10.0, 12.0] |") in md
     assert "|---|---|---:|---:|---:|---:|---:|---:|" in md  # text left, numbers right
+    # Chance rows under the models, and a caption saying what the brackets and the rows are.
+    assert "|  | *chance: uniform* | 12.50 | 6.25 | 0.78 | 62.50 | 31.25 | 3.91 |" in md
+    assert "|  | *chance: majority class* | 20.00 | 20.00 | 20.00 | 70.00 | 70.00 | 70.00 |" in md
+    assert md.index("| D | TA3N + M3EM") < md.index("*chance: uniform*")
+    assert ("in brackets its 95 % interval (percentile bootstrap over segments: 150 segments, 1000 resamples, "
+            "seed 0)") in md
+    assert "*uniform* = k / number of classes" in md and "(8 verbs, 16 nouns, actions: k / (8 x 16)" in md
     for metrics_file, rec in recs:
         (tmp_path / f"{metrics_file}.json").write_text(json.dumps(rec))
     assert tables.main(["--table", "1", "--metrics", *[str(tmp_path / f"{m}.json") for m, _ in recs],
                         "--out-md", str(tmp_path / "t1.md"), "--out-csv", str(tmp_path / "t1.csv")]) == 0
-    assert (tmp_path / "t1.csv").read_text().splitlines()[1].startswith("A,Source-only,2.0000")
+    csv = (tmp_path / "t1.csv").read_text().splitlines()
+    assert csv[0].startswith("Model,Method,Verb top-1,Verb top-1 CI low,Verb top-1 CI high,Noun top-1,")
+    assert csv[1].startswith("A,Source-only,2.0000,1.5000,2.5000,2.0000")
     with pytest.raises(ValueError, match="second metrics file"):
         tables.build_table1(recs + [("dup", _rec("A", "ta3n", 0))])
     with pytest.raises(ValueError, match="mix splits"):
@@ -107,3 +150,55 @@ def test_table2_ensembles():
     df = tables.build_table2(recs)
     assert df["Ensemble"].tolist() == ["A+B", "A+B+C", "A+B+C+D"]
     assert df["Action top-5"].tolist() == [10.0, 11.0, 12.0]
+    assert df["Action top-5 CI high"].tolist() == [11.0, 12.0, 13.0]
+    md = tables.to_markdown(df, "Table 2")
+    assert "| A+B+C | 1.00 [0.5, 1.5] |" in md
+    assert "| *chance: uniform* | 12.50 | 6.25 | 0.78 | 62.50 | 31.25 | 3.91 |" in md
+
+
+def test_tables_refuse_mixed_evaluations_and_old_files(tmp_path):
+    a, b = _rec("A", "ta3n", 1), _rec("B", "ta3n", 2)
+    b["chance"]["uniform"]["verb"]["1"] = 1.03  # evaluated against other class lists
+    with pytest.raises(ValueError, match="'chance' differs"):
+        tables.build_table1([("a.json", a), ("b.json", b)])
+    c = _rec("C", "ta3n", 3)
+    c["n_segments"] = 151
+    with pytest.raises(ValueError, match="c.json: 'n_segments' differs"):
+        tables.build_table1([("a.json", a), ("c.json", c)])
+    # A metrics file of the format before the intervals is refused with what to do.
+    old = {k: v for k, v in _rec("A", "ta3n", 1).items() if k not in ("accuracy_ci", "ci", "chance")}
+    old["format"] = "m3em-metrics/1"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="old.json.*rerun the evaluate stage"):
+        evaluate.read_metrics(tmp_path / "old.json")
+    no_ci = dict(_rec("A", "ta3n", 1), accuracy_ci={"verb": {"1": [0, 1]}})
+    (tmp_path / "no_ci.json").write_text(json.dumps(no_ci))
+    with pytest.raises(ValueError, match="no_ci.json: 'accuracy_ci' must hold an interval for every accuracy"):
+        evaluate.read_metrics(tmp_path / "no_ci.json")
+
+
+def test_ensemble_metrics_carry_intervals_and_chance(tmp_path, cfg_path, epic_slice):
+    # Table 2 rows come from the same evaluate entry point on the ensemble's score file.
+    from m3em import ensemble
+
+    labels = EpicAnnotations.open(epic_slice).split("target_val")
+    ids = labels["narration_id"].tolist()
+    members = []
+    for model, (nv, nn) in (("A", (30, 20)), ("B", (25, 35))):
+        verb, noun = _known_scores(labels, nv, nn)
+        members.append(tmp_path / f"{model}.npz")
+        write_scores(members[-1], ids, verb, noun, {"model": model, "method": "ta3n_m3em"})
+    ens = tmp_path / "ens.npz"
+    ensemble.main(["--config", str(cfg_path), "--combination", "A+B", "--scores", *map(str, members), "--out", str(ens)])
+    out = tmp_path / "ens.json"
+    evaluate.main(["--config", str(cfg_path), "--scores", str(ens), "--split", "target_val", "--name", "A+B",
+                   "--out", str(out)])
+    rec = evaluate.read_metrics(out)
+    assert rec["method"] == "ensemble" and rec["name"] == "A+B"
+    for task in ("verb", "noun", "action"):
+        for k in ("1", "5"):
+            lo, hi = rec["accuracy_ci"][task][k]
+            assert lo <= rec["accuracy"][task][k] <= hi
+    md = tables.to_markdown(tables.build_table2([(str(out), rec)]), "Table 2")
+    v1, (lo, hi) = rec["accuracy"]["verb"]["1"], rec["accuracy_ci"]["verb"]["1"]
+    assert f"| A+B | {v1:.2f} [{lo:.1f}, {hi:.1f}] |" in md and "| *chance: uniform* | 1.03 |" in md

@@ -12,8 +12,8 @@ import yaml
 
 from m3em.annotations import EpicAnnotations
 from m3em.atomic import atomic_write_text
-from m3em.evaluate import metrics_record
-from m3em.report import ReportError, main, per_class_accuracy, stage_costs
+from m3em.evaluate import EvaluateConfig, Evaluation, metrics_record
+from m3em.report import ReportError, main, per_class_accuracy, stage_costs, training_figure, uniform_loss_y
 from m3em.scores import write_scores
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -22,8 +22,11 @@ BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmea
 
 def _metrics(path, *, model, method, name=None, verb=50.0):
     acc = {"verb": {1: verb / 100, 5: 0.9}, "noun": {1: 0.3, 5: 0.6}, "action": {1: 0.2, 5: 0.4}}
-    rec = metrics_record(acc, split="target_val", n_segments=40, scores_path="x.npz", meta={},
-                         model=model, method=method, name=name)
+    interval = {t: {k: (a - 0.1, min(a + 0.1, 1.0)) for k, a in by_k.items()} for t, by_k in acc.items()}
+    chance = {"uniform": {t: {1: 0.125, 5: 0.625} for t in acc}, "majority": {t: {1: 0.25, 5: 0.75} for t in acc}}
+    ev = Evaluation(accuracy=acc, interval=interval, chance=chance, n_classes={"verb": 8, "noun": 8, "action": 64},
+                    n_segments=40, config=EvaluateConfig())
+    rec = metrics_record(ev, split="target_val", scores_path="x.npz", meta={}, model=model, method=method, name=name)
     atomic_write_text(path, json.dumps(rec))
     return path
 
@@ -42,6 +45,40 @@ def test_per_class_accuracy_counts_each_class():
     assert acc.loc[2, "accuracy"] == 100.0
     with pytest.raises(ReportError, match="shape"):
         per_class_accuracy(scores[:, :2], labels, 3)
+
+
+def test_training_figure_puts_each_loss_on_its_own_axis():
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, 6)
+    da = pd.DataFrame({"epoch": epochs, "lr": 0.01, "loss": 3.0 / epochs, "loss_y": 2.0 / epochs ** 2,
+                       "loss_adv": np.full(5, 2.07), "loss_ent": np.full(5, 0.05), "domain_acc": 0.5,
+                       "source_verb_top1": 10.0 * epochs, "seconds": 1.0})
+    fig = training_figure(da, "DA run", chance_loss_y=2.5)
+    try:
+        cls_ax, dom_ax, acc_ax = fig.axes
+        assert [ln.get_label() for ln in cls_ax.get_lines()] == ["loss_y", "uniform prediction"]
+        np.testing.assert_allclose(cls_ax.get_lines()[0].get_ydata(), 2.0 / epochs ** 2)
+        assert cls_ax.get_yscale() == "log"  # loss_y spans more than a decade (2.0 -> 0.08)
+        assert [ln.get_label() for ln in dom_ax.get_lines()] == ["loss", "loss_adv", "loss_ent"]
+        assert dom_ax.get_yscale() == "log"  # 2.07 and 0.05 on one axis
+        assert [ln.get_label() for ln in acc_ax.get_lines()] == ["domain_acc", "source_verb_top1"]
+        np.testing.assert_allclose(acc_ax.get_lines()[0].get_ydata(), 50.0)  # fraction drawn in %
+    finally:
+        plt.close(fig)
+    # Source-only: zero domain losses, total = loss_y, no domain accuracy: no domain panel, and a
+    # loss_y within a decade stays on a linear axis.
+    so = pd.DataFrame({"epoch": epochs, "loss": 2.2 - 0.1 * epochs, "loss_y": 2.2 - 0.1 * epochs,
+                       "loss_adv": 0.0, "loss_ent": 0.0, "domain_acc": np.nan, "source_verb_top1": 10.0 * epochs})
+    fig = training_figure(so, "source-only")
+    try:
+        (cls_ax, acc_ax) = fig.axes
+        assert cls_ax.get_yscale() == "linear" and [ln.get_label() for ln in cls_ax.get_lines()] == ["loss_y"]
+        assert [ln.get_label() for ln in acc_ax.get_lines()] == ["source_verb_top1"]
+    finally:
+        plt.close(fig)
+    with pytest.raises(ReportError, match="no 'loss_y' column"):
+        training_figure(so.drop(columns="loss_y"), "x")
 
 
 def test_stage_costs_sums_time_and_takes_peak_memory(tmp_path):
@@ -77,8 +114,9 @@ def test_report_end_to_end(tmp_path, epic_slice):
     ]
     train_csv = tmp_path / "train" / "A_ta3n_m3em" / "metrics.csv"
     train_csv.parent.mkdir(parents=True)
-    pd.DataFrame({"epoch": [1, 2, 3], "loss": [2.0, 1.5, 1.0], "val_verb_top1": [20.0, 30.0, 40.0]}).to_csv(
-        train_csv, index=False)
+    pd.DataFrame({"epoch": [1, 2, 3], "loss": [2.0, 1.5, 1.0], "loss_y": [1.8, 1.2, 0.9],
+                  "loss_adv": [2.1, 2.0, 2.05], "loss_ent": [0.0, 0.0, 0.0], "domain_acc": [0.5, 0.6, 0.55],
+                  "target_val_verb_top1": [20.0, 30.0, 40.0], "lr": [0.1, 0.1, 0.01]}).to_csv(train_csv, index=False)
     _bench(tmp_path / "bench" / "train" / "A_ta3n_m3em.tsv", 12.5, 200.0, 20.0)
 
     cfg = tmp_path / "config.yaml"
@@ -94,15 +132,26 @@ def test_report_end_to_end(tmp_path, epic_slice):
           "--out", str(out)])
     text = out.read_text()
     assert "Table 1: single models" in text and "Table 2: ensembles" in text
-    assert "| A | Source-only | 40.00" in text and "| A | TA3N + M3EM | 55.50" in text
-    assert "| A+B | 60.25" in text
+    assert "| A | Source-only | 40.00 [30.0, 50.0] |" in text and "| A | TA3N + M3EM | 55.50 [45.5, 65.5] |" in text
+    assert "| A+B | 60.25 [50.2, 70.2] |" in text
+    # Both tables carry their chance rows and the caption saying what they are.
+    assert text.count("| *chance: uniform* | 12.50 |") == 2 and text.count("*chance: majority class*") == 2
+    assert text.count("in brackets its 95 % interval (percentile bootstrap over segments: 40 segments") == 2
+    # The loss table: first and last epoch's loss_y, and what a uniform prediction scores.
+    ann_classes = len(ann.verbs), len(ann.nouns)
+    assert f"A uniform prediction has `loss_y` = {uniform_loss_y(*ann_classes):.4f}." in text
+    assert "| A_ta3n_m3em | 1-3 | 1.8000 | 0.9000 | -50.0 % | 2.1000 | 2.0500 |" in text
     assert "| train | 1 | 12.5 | 20.0 | 200 | 200 |" in text
     for png in ("training_A_ta3n_m3em.png", "per_class_ensemble_A+B_target_val.png"):
         assert (figures / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](report/{png})" in text
 
-    # A training CSV without an epoch column is an error naming the file.
+    # A training CSV without an epoch column, or without loss_y, is an error naming the file.
     pd.DataFrame({"loss": [1.0]}).to_csv(train_csv, index=False)
     with pytest.raises(ReportError, match="metrics.csv: no 'epoch' column"):
+        main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
+              "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures), "--out", str(out)])
+    pd.DataFrame({"epoch": [1], "loss": [1.0]}).to_csv(train_csv, index=False)
+    with pytest.raises(ReportError, match="metrics.csv: no 'loss_y' column"):
         main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
               "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures), "--out", str(out)])
