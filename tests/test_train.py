@@ -150,7 +150,7 @@ def test_cli_reports_errors_with_exit_code(tiny, tmp_path, capsys):
     bad["train"]["features_dir"] = str(tmp_path / "missing")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(bad))
-    rc = main(["--config", str(path), "--model", "A", "--method", "ta3n_m3em", "--out-dir", str(tmp_path / "o"),
+    rc = main(["--config", str(path), "--model", "A", "--method", "m3em", "--out-dir", str(tmp_path / "o"),
                "--no-progress"])
     assert rc == 2
     assert "feature file not found" in capsys.readouterr().err

@@ -51,7 +51,7 @@ def test_demo_dag_from_empty_directory(tmp_path):
 
 
 def test_stage_targets_and_model_subset(tmp_path):
-    cfg = demo_config(**{"workflow.models": ["A"], "workflow.methods": ["ta3n_m3em"],
+    cfg = demo_config(**{"workflow.models": ["A"], "workflow.methods": ["m3em"],
                          "ensemble.combinations": [{"name": "A", "members": ["A"], "weights": [1.0]}],
                          "submission.ensemble": "A"})
     write_config(tmp_path, cfg)
