@@ -383,12 +383,13 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
     torch.manual_seed(ft.seed + rank)
 
     ann = EpicAnnotations.open(cfg["data"]["annotations_dir"])
-    segments = ann.split(cfg["data"]["splits"]["source_train"], labelled=True)
+    all_segments = ann.split(cfg["data"]["splits"]["source_train"], labelled=True)
+    segments = all_segments
     if ft.max_train_segments is not None:
         segments = segments.iloc[: ft.max_train_segments]
     if len(segments) == 0:
         raise ConfigError("the source_train split has no segments")
-    specs = {v: video_spec(cfg, ann, v) for v in segments["video_id"].unique()}
+    specs = {v: video_spec(cfg, ann, v) for v in all_segments["video_id"].unique()}
     modalities = (Modality.RGB, Modality.FLOW) + ((Modality.SPEC,) if audio.enabled else ())
     size = bb.tbn.input_size if backbone == "tbn" else bb.i3d.input_size
     num_verbs, num_nouns = len(ann.verbs), len(ann.nouns)
@@ -506,9 +507,13 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
         recalibrated = 0
         if ft.bn_recalibration_segments > 0:
             t0 = time.perf_counter()
-            data.epoch = recipe.epochs  # a fresh draw of positions, as in a further training epoch
-            n = min(ft.bn_recalibration_segments, len(data))
-            subset = torch.utils.data.Subset(data, np.random.default_rng(ft.seed).permutation(len(data))[:n].tolist())
+            # Over the whole source split (not only max_train_segments), positions drawn as in a
+            # further training epoch.
+            pool = SegmentDataset(all_segments, specs, backbone, modalities if backbone == "tbn" else (),
+                                  recipe.num_segments, size, bb.i3d.clip_length, ft.seed)
+            pool.epoch = recipe.epochs
+            n = min(ft.bn_recalibration_segments, len(pool))
+            subset = torch.utils.data.Subset(pool, np.random.default_rng(ft.seed).permutation(len(pool))[:n].tolist())
             loader = DataLoader(subset, batch_size=recipe.batch_size, shuffle=False, num_workers=ft.num_workers,
                                 pin_memory=device.type == "cuda")
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
