@@ -21,7 +21,12 @@ Two implementations stand behind it:
   in the tests); when down-sampling ffmpeg's constant-rate sync lags the nearest frame by one or
   two frames. Frames are scaled by decord (ffmpeg
   swscale) to height ``H`` keeping the aspect ratio, the width rounded to an even number as
-  ffmpeg's ``scale=-2:H`` does (1920x1080 -> 456x256).
+  ffmpeg's ``scale=-2:H`` does (1920x1080 -> 456x256). A display matrix that turns the picture
+  by 90, 180 or 270 degrees (phones, some head-mounted cameras) is honoured: frames come out
+  upright, as the ffmpeg program shows them, and the size follows (:func:`probe_stream`); a
+  mirrored or other-angle matrix is an error. The number of annotation frames uses the header's
+  exact duration where it agrees with decord's float32 timestamps
+  (:func:`annotation_frame_count`), so a 59.94 fps clip of 240 frames has 240, not 241.
 * :class:`ArchiveFrameSource` reads an official frame archive (an uncompressed tar of 1-based
   ``frame_%010d.jpg``, e.g. ``P01/rgb_frames/P01_101.tar``): file ``frame_n`` *is* annotation
   frame ``n``. Members are found once (:class:`TarIndex`, two integer arrays, flat memory) and
@@ -218,7 +223,7 @@ def display_rotation(matrix: Sequence[int], path: Path) -> int:
     rotations = {(1, 0, 0, 1): 0, (0, -1, 1, 0): 90, (-1, 0, 0, -1): 180, (0, 1, -1, 0): 270}
     if (a, b, c, d) in rotations:
         return rotations[(a, b, c, d)]
-    what = "mirrors the picture" if a * d - b * c < 0 else "rotates by an angle that is not a multiple of 90 degrees"
+    what = "mirrors the picture" if a * d - b * c < 0 else "is not a rotation by a multiple of 90 degrees"
     raise FrameSourceError(f"{path}: the video's display matrix {list(matrix)} {what}; only rotations by "
                            "0/90/180/270 degrees are supported (re-encode the video upright first)")
 

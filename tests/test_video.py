@@ -24,6 +24,8 @@ from extractors.video import (
     FrameSourceError,
     VideoFrameSource,
     annotation_fps,
+    annotation_frame_count,
+    display_rotation,
     iter_frame_batches,
     nearest_frame_indices,
     open_frames,
@@ -111,6 +113,21 @@ def test_nearest_frame_indices_ties_go_to_earlier_frame():
     ts = np.array([0.0, 0.04, 0.08, 0.2])
     got = nearest_frame_indices(ts, np.array([0.0, 0.019, 0.02, 0.021, 0.06, 0.13, 0.15, 5.0, -1.0]))
     assert got.tolist() == [0, 0, 0, 1, 1, 2, 3, 3, 0]
+
+
+def test_annotation_frame_count_and_display_rotation_rules(tmp_path):
+    ntsc = 60000 / 1001
+    assert annotation_frame_count(240 * 1001 / 60000, ntsc, 1 / 120000) == 240  # exact end, half a tick
+    end32 = float(np.float32(4.004))  # decord's float32 end: 4.0040002
+    assert annotation_frame_count(end32, ntsc, 4 * float(np.spacing(np.float32(4.004)))) == 240
+    assert annotation_frame_count(end32, 60.0, 1e-6) == 241  # (241 - 1) / 60 = 4.0 s < 4.004 s
+    one = 65536
+    assert [display_rotation(m, tmp_path) for m in ([one, 0, 0, 0, one, 0, 0, 0, 1 << 30],
+                                                     [0, -one, 0, one, 0, 0, 0, 0, 1 << 30],
+                                                     [-one, 0, 0, 0, -one, 0, 0, 0, 1 << 30],
+                                                     [0, one, 0, -one, 0, 0, 0, 0, 1 << 30])] == [0, 90, 180, 270]
+    with pytest.raises(FrameSourceError, match="mirrors the picture"):
+        display_rotation([-one, 0, 0, 0, one, 0, 0, 0, 1 << 30], tmp_path)
 
 
 def test_annotation_fps_rules():
@@ -282,7 +299,7 @@ def test_mirrored_or_skewed_display_matrix_is_refused(tmp_path):
     with pytest.raises(FrameSourceError, match=r"mirrored\.mp4: the video's display matrix .* mirrors the picture"):
         VideoFrameSource(mirrored, "m", fps=25.0, height=36)
     skewed = _with_display_matrix(base, tmp_path / "skewed.mp4", "-display_rotation", "45")
-    with pytest.raises(FrameSourceError, match=r"skewed\.mp4: .* not a multiple of 90 degrees"):
+    with pytest.raises(FrameSourceError, match=r"skewed\.mp4: .* is not a rotation by a multiple of 90 degrees"):
         VideoFrameSource(skewed, "s", fps=25.0, height=36)
 
 
