@@ -9,7 +9,7 @@ output from a pipe instead of a WAV file, so the samples are the ones TBN's WAV 
 * mono is the mean of the two channels of a stereo track, ``(L + R) / 2`` (ffmpeg's down-mix,
   normalised so that the gains sum to 1 because the output is 16-bit; other layouts get ffmpeg's
   standard down-mix to mono, as TBN's WAVs did);
-* resampling is ffmpeg's default swresample (the same filter, phase and alignment as TBN's);
+* resampling is ffmpeg's default (swresample), with ffmpeg's own alignment and encoder-delay handling;
 * the samples are the 16-bit values / 32768, as librosa reads a 16-bit WAV.
 
 An in-process decoder does not give this: decord's ``AudioReader(mono=True)`` asks swresample for
