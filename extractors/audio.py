@@ -1,9 +1,21 @@
 """Audio: the video's soundtrack as mono 24 kHz samples and TBN's log-spectrograms.
 
 Follows TBN / EPIC-Fusion (``ekazakos/temporal-binding-network``: ``extract_audio.py`` writes mono
-24 kHz 16-bit WAVs with ffmpeg; ``dataset.py`` cuts a 1.279 s window and takes
-``log(|STFT|^2 + 1e-6)``), without the WAV detour: decord's ``AudioReader`` decodes the track
-and resamples it (ffmpeg swresample) to ``sample_rate``, mono.
+24 kHz 16-bit WAVs with ``ffmpeg -vn -acodec pcm_s16le -ac 1 -ar 24000``; ``dataset.py`` loads
+them with librosa, cuts a 1.279 s window and takes ``log(|STFT|^2 + 1e-6)``). :func:`load_audio`
+runs that same ffmpeg command (the binary of the ``imageio-ffmpeg`` package) and reads its 16-bit
+output from a pipe instead of a WAV file, so the samples are the ones TBN's WAV holds, bit for bit:
+
+* mono is the mean of the two channels of a stereo track, ``(L + R) / 2`` (ffmpeg's down-mix,
+  normalised so that the gains sum to 1 because the output is 16-bit; other layouts get ffmpeg's
+  standard down-mix to mono, as TBN's WAVs did);
+* resampling is ffmpeg's default (swresample), with ffmpeg's own alignment and encoder-delay handling;
+* the samples are the 16-bit values / 32768, as librosa reads a 16-bit WAV.
+
+An in-process decoder does not give this: decord's ``AudioReader(mono=True)`` asks swresample for
+float output, for which ffmpeg does not normalise the down-mix, so stereo comes out as
+``(L + R) / sqrt(2)`` (+log 2 on every spectrogram bin), and its resampled signal lags by 16
+samples at 24 kHz (docs/decoding.md).
 
 For a time ``t`` (annotation frame ``n`` is at ``t = (n - 1) / fps``):
 
@@ -19,6 +31,14 @@ For a time ``t`` (annotation frame ``n`` is at ``t = (n - 1) / fps``):
   settings the time axis is cut to ``n_time`` from the right, or padded on the right with
   ``log(eps)`` (silence).
 
+The first/last-window rule is for windows near the real ends of a complete file. A truncated file
+is an error: if the decoded audio is more than :data:`END_TOLERANCE_S` shorter than the duration
+the container states for the track, :func:`load_audio` raises :class:`AudioError` naming the file;
+and a spectrogram centred more than :data:`END_TOLERANCE_S` past the end of the decoded samples
+is an error, never a repeat of the last window. (The tolerance absorbs the legitimate mismatch
+of a few ms between the ends of a file's audio and video tracks: codec frame sizes, the last video
+frame.)
+
 A file without an audio track raises :class:`AudioError` naming the file (turn audio off in the
 config with ``audio.enabled: false`` to run such videos).
 """
@@ -26,10 +46,16 @@ config with ``audio.enabled: false`` to run such videos).
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+#: Seconds by which decoded audio may fall short of the track's stated duration, and by which a
+#: spectrogram's centre may lie past the end of the decoded audio, before either is an error.
+END_TOLERANCE_S = 0.1
 
 
 class AudioError(RuntimeError):
@@ -81,30 +107,67 @@ class AudioConfig:
         return self.n_fft // 2 + 1
 
 
+def _stated_duration(path: Path) -> tuple[int, float | None]:
+    """Index and stated duration (seconds, ``None`` if unstated) of the audio stream ffmpeg picks.
+
+    Reads the container header only (PyAV). The stream is the one ffmpeg's automatic selection
+    (TBN's command has no ``-map``) takes: a stream marked default first, then the most channels,
+    then the lowest index; :func:`load_audio` decodes exactly that stream.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            streams = list(container.streams.audio)
+            if not streams:
+                raise AudioError(f"{path}: the file has no audio track "
+                                 "(set audio.enabled: false in the config to run without audio)")
+            default = av.stream.Disposition.default
+            stream = max(streams, key=lambda st: (bool(st.disposition & default), st.codec_context.channels,
+                                                  -st.index))
+            if stream.duration is not None and stream.time_base is not None:
+                return stream.index, float(Fraction(stream.duration) * stream.time_base)
+            if container.duration is not None:  # e.g. Matroska states only the file's duration
+                return stream.index, container.duration / 1_000_000
+            return stream.index, None
+    except AudioError:
+        raise
+    except Exception as exc:  # av.error.InvalidDataError and friends carry ffmpeg's message
+        raise AudioError(f"{path}: cannot decode audio (truncated or corrupt file?): {exc}") from exc
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode the audio track of ``path`` to mono float32 samples at ``sample_rate``; shape ``(S,)``."""
-    import decord
+    """Decode the audio track of ``path`` to mono float32 samples at ``sample_rate``; shape ``(S,)``.
+
+    Runs TBN's ``ffmpeg -vn -ac 1 -ar <rate> -acodec pcm_s16le`` (module docstring) and returns
+    the 16-bit samples / 32768. Raises :class:`AudioError` naming the file if it is missing,
+    empty, without an audio track, undecodable, or decodes to more than :data:`END_TOLERANCE_S`
+    less than the duration its container states (a truncated file).
+    """
+    import imageio_ffmpeg
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes)")
-    try:
-        reader = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
-    except Exception as exc:
-        if "audio stream" in str(exc):
-            raise AudioError(
-                f"{path}: the file has no audio track (set audio.enabled: false in the config to run without audio)"
-            ) from exc
-        raise AudioError(f"{path}: cannot decode audio (truncated or corrupt file?): {exc}") from exc
-    try:
-        samples = reader[:].asnumpy()
-    except Exception as exc:
-        raise AudioError(f"{path}: cannot decode audio (truncated or corrupt file?): {exc}") from exc
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    index, stated = _stated_duration(path)
+    # "file:" keeps a name with a colon from being read as a protocol.
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
+           "-i", f"file:{path}", "-map", f"0:{index}", "-vn", "-ac", "1", "-ar", str(int(sample_rate)),
+           "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    log = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise AudioError(f"{path}: cannot decode audio (truncated or corrupt file?): {log[-500:]}")
+    samples = np.frombuffer(proc.stdout, dtype="<i2").astype(np.float32) / np.float32(32768)
     if samples.size == 0:
         raise AudioError(f"{path}: the audio track has no samples")
+    decoded = samples.size / sample_rate
+    if stated is not None and decoded < stated - END_TOLERANCE_S:
+        detail = f" (ffmpeg: {log.splitlines()[0][:200]})" if log else ""
+        raise AudioError(f"{path}: the audio track decodes to {decoded:.3f} s but the container states "
+                         f"{stated:.3f} s: truncated or corrupt file{detail}")
     return samples
 
 
@@ -157,8 +220,18 @@ class AudioTrack:
         self.duration = self.samples.size / cfg.sample_rate
 
     def spectrograms(self, times_s: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Log-spectrograms centred on ``times_s`` (seconds); ``(N, n_freq, n_time)`` float32."""
+        """Log-spectrograms centred on ``times_s`` (seconds); ``(N, n_freq, n_time)`` float32.
+
+        A centre more than :data:`END_TOLERANCE_S` past :attr:`duration` is an :class:`AudioError`.
+        """
         times = np.asarray(times_s, dtype=np.float64).reshape(-1)
+        late = times > self.duration + END_TOLERANCE_S
+        if late.any():
+            raise AudioError(
+                f"{self.path or '<samples>'}: spectrogram(s) centred at {times[late][:3].round(3).tolist()} s "
+                f"past the end of the audio ({self.duration:.3f} s decoded): the audio track is shorter "
+                "than the video (truncated file?)"
+            )
         out = np.empty((times.size, self.cfg.n_freq, self.cfg.n_time), dtype=np.float32)
         for i, t in enumerate(times.tolist()):
             start, stop = window_bounds(self.samples.size, t, self.cfg)

@@ -21,7 +21,12 @@ Two implementations stand behind it:
   in the tests); when down-sampling ffmpeg's constant-rate sync lags the nearest frame by one or
   two frames. Frames are scaled by decord (ffmpeg
   swscale) to height ``H`` keeping the aspect ratio, the width rounded to an even number as
-  ffmpeg's ``scale=-2:H`` does (1920x1080 -> 456x256).
+  ffmpeg's ``scale=-2:H`` does (1920x1080 -> 456x256). A display matrix that turns the picture
+  by 90, 180 or 270 degrees (phones, some head-mounted cameras) is honoured: frames come out
+  upright, as the ffmpeg program shows them, and the size follows (:func:`probe_stream`); a
+  mirrored or other-angle matrix is an error. The number of annotation frames uses the header's
+  exact duration where it agrees with decord's float32 timestamps
+  (:func:`annotation_frame_count`), so a 59.94 fps clip of 240 frames has 240, not 241.
 * :class:`ArchiveFrameSource` reads an official frame archive (an uncompressed tar of 1-based
   ``frame_%010d.jpg``, e.g. ``P01/rgb_frames/P01_101.tar``): file ``frame_n`` *is* annotation
   frame ``n``. Members are found once (:class:`TarIndex`, two integer arrays, flat memory) and
@@ -40,6 +45,7 @@ import dataclasses
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -176,11 +182,57 @@ def _check_numbers(frame_numbers: Sequence[int] | np.ndarray, n_frames: int, pat
     return arr
 
 
-def _probe_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of the video stream decord will pick, from the container header only.
+@dataclasses.dataclass(frozen=True)
+class StreamProbe:
+    """What the container header (and the first frame's side data) says about the video stream.
 
-    PyAV reads the header without decoding (decord would need a second full open, which scans
-    the whole file to index it, plus one decoded frame).
+    Attributes:
+        width, height: frame size as displayed, i.e. after :attr:`rotation`.
+        rotation: counter-clockwise rotation (degrees: 0, 90, 180 or 270) the display matrix
+            asks for before display.
+        time_base: seconds per timestamp tick, if the stream states one.
+        duration_ticks: the stream's duration in ticks, if the header states it (MP4/MOV do).
+    """
+
+    width: int
+    height: int
+    rotation: int
+    time_base: Fraction | None
+    duration_ticks: int | None
+
+
+def display_rotation(matrix: Sequence[int], path: Path) -> int:
+    """Counter-clockwise rotation (0, 90, 180, 270) of a display matrix; an error for anything else.
+
+    Args:
+        matrix: the 9 int32 values of ffmpeg's display matrix (``libavutil/display.h``: 16.16
+            fixed point, row-major ``a b u / c d v / x y w``; a source pixel ``(p, q)`` is shown
+            at ``(a p + c q, b p + d q)``).
+        path: the video, for messages.
+
+    Mirrored matrices (``-display_hflip`` / ``-display_vflip``) and angles that are not a
+    multiple of 90 degrees are refused: decord applies only a pure rotation, so their frames
+    would come out mirrored or skewed.
+    """
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    scale = max(abs(a), abs(b), abs(c), abs(d))
+    if scale == 0:
+        raise FrameSourceError(f"{path}: display matrix {list(matrix)} is singular")
+    a, b, c, d = (round(v / scale, 3) for v in (a, b, c, d))
+    # the four proper rotations by a multiple of 90 degrees, as (a, b, c, d)
+    rotations = {(1, 0, 0, 1): 0, (0, -1, 1, 0): 90, (-1, 0, 0, -1): 180, (0, 1, -1, 0): 270}
+    if (a, b, c, d) in rotations:
+        return rotations[(a, b, c, d)]
+    what = "mirrors the picture" if a * d - b * c < 0 else "is not a rotation by a multiple of 90 degrees"
+    raise FrameSourceError(f"{path}: the video's display matrix {list(matrix)} {what}; only rotations by "
+                           "0/90/180/270 degrees are supported (re-encode the video upright first)")
+
+
+def probe_stream(path: Path) -> StreamProbe:
+    """Read the video stream decord will pick: size, display rotation and duration (see :class:`StreamProbe`).
+
+    PyAV reads the header and decodes the first frame, whose side data carries the display
+    matrix (decord would need a second full open, which scans the whole file to index it).
     """
     import av
 
@@ -190,13 +242,38 @@ def _probe_size(path: Path) -> tuple[int, int]:
                 raise FrameSourceError(f"{path}: no video stream (zero-length or audio-only file)")
             stream = container.streams.best("video")
             w, h = stream.codec_context.width, stream.codec_context.height
+            if not w or not h:
+                raise FrameSourceError(f"{path}: video stream has no frame size (zero-length or corrupt file)")
+            time_base = Fraction(stream.time_base) if stream.time_base else None
+            duration = int(stream.duration) if stream.duration is not None and stream.duration > 0 else None
+            frame = next(container.decode(stream), None)
+            if frame is None:
+                raise FrameSourceError(f"{path}: the video stream has no frames")
+            matrix = [np.frombuffer(bytes(sd), dtype=np.int32).tolist() for sd in frame.side_data
+                      if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX]
     except FrameSourceError:
         raise
     except Exception as exc:  # av.error.InvalidDataError and friends carry ffmpeg's message
         raise FrameSourceError(f"{path}: cannot open video (truncated or corrupt): {exc}") from exc
-    if not w or not h:
-        raise FrameSourceError(f"{path}: video stream has no frame size (zero-length or corrupt file)")
-    return int(w), int(h)
+    rotation = display_rotation(matrix[0], path) if matrix else 0
+    if rotation in (90, 270):
+        w, h = h, w
+    return StreamProbe(int(w), int(h), rotation, time_base, duration)
+
+
+def annotation_frame_count(end_s: float, fps: float, resolution_s: float) -> int:
+    """Annotation frames ``n = 1, 2, ...`` whose time ``(n - 1) / fps`` lies before the end of the video.
+
+    Args:
+        end_s: end of the last decoded frame, seconds from the first frame.
+        fps: annotation frame rate.
+        resolution_s: how precisely ``end_s`` is known (half a timestamp tick, or the float32
+            rounding of decord's timestamps): a frame time within it of the end counts as the
+            end, not before it. Without it a 59.94 fps clip of 240 frames, whose end 4.004 s
+            decord reports as float32 4.0040002, would get a 241st frame.
+    """
+    # 1e-6 frame of slack for an fps that is itself rounded (a table's 59.9400599400599).
+    return max(0, int(np.ceil((end_s - resolution_s) * fps - 1e-6)))
 
 
 class VideoFrameSource:
@@ -222,8 +299,12 @@ class VideoFrameSource:
             raise FrameSourceError(f"{self.path}: video file not found")
         if self.path.stat().st_size == 0:
             raise FrameSourceError(f"{self.path}: video file is empty (0 bytes)")
-        native_w, native_h = _probe_size(self.path)
-        self.size = output_size(native_w, native_h, height)
+        probe = probe_stream(self.path)
+        #: counter-clockwise rotation applied to the decoded frames (the display matrix's).
+        self.rotation = probe.rotation
+        # decord applies a pure display rotation itself (CPU context) and scales to the size
+        # asked for, so the size asked for is the upright one.
+        self.size = output_size(probe.width, probe.height, height)
         try:
             self._reader = decord.VideoReader(
                 str(self.path), ctx=decord.cpu(0), width=self.size[0], height=self.size[1], num_threads=threads
@@ -247,10 +328,21 @@ class VideoFrameSource:
         if not end > self.timestamps[-1]:  # unknown last-frame duration: assume the median step
             step = float(np.median(np.diff(self.timestamps))) if n_decoded > 1 else 1.0 / self.fps
             end = self.timestamps[-1] + step
+        # decord's timestamps are float32 seconds: ~5e-7 s off at 4 s, ~2e-4 s at an hour.
+        resolution = 4.0 * float(np.spacing(np.float32(max(abs(stamps[-1, 1]), abs(t0), 1.0))))
+        tb = probe.time_base
+        if tb is not None and probe.duration_ticks is not None:
+            # The header's duration in ticks is exact (MP4/MOV); take it where it agrees with the
+            # decoded end, from the first frame (t0 is a few ticks at most, exact after rounding).
+            exact = float(probe.duration_ticks * tb - round(Fraction(float(t0)) / tb) * tb)
+            if abs(exact - end) <= resolution:
+                end, resolution = exact, 0.0
+        if tb is not None:  # containers round timestamps to whole ticks
+            resolution = max(resolution, float(tb) / 2)
         #: end of the last frame (seconds from the first frame).
         self.duration = float(end)
         # Annotation frame n exists while its time (n-1)/fps falls before the end of the video.
-        self.n_frames = int(np.ceil(self.duration * self.fps - 1e-6))
+        self.n_frames = annotation_frame_count(self.duration, self.fps, resolution)
 
     def frame_indices(self, frame_numbers: Sequence[int] | np.ndarray) -> np.ndarray:
         """Decoded-frame index (0-based) shown at each annotation frame number; ``(N,)`` int64."""

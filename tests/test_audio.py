@@ -1,4 +1,4 @@
-"""Audio decoding (decord, resampled to 24 kHz mono) and TBN's 256 x 256 log-spectrograms."""
+"""Audio decoding (TBN's ffmpeg command, 24 kHz mono) and TBN's 256 x 256 log-spectrograms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from test_video import FFMPEG, write_pattern_video
 
-from extractors.audio import AudioConfig, AudioError, AudioTrack, log_spectrogram, open_audio, window_bounds
+from extractors.audio import (
+    END_TOLERANCE_S,
+    AudioConfig,
+    AudioError,
+    AudioTrack,
+    load_audio,
+    log_spectrogram,
+    open_audio,
+    window_bounds,
+)
 
 CFG = AudioConfig()
 
@@ -115,3 +124,89 @@ def test_half_window_follows_window_length():
     assert AudioConfig(window_s=0.5).half_window_s == 0.25
     small = AudioConfig(sample_rate=8000, window_s=0.5)
     assert window_bounds(8000 * 3, 1.5, small) == (10000, 14000)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio as TBN reads it: its ffmpeg command, a WAV, librosa
+
+
+def _ffmpeg(*args):
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _av_clip(path, rate: int, channels: int, seconds: float = 3.0):
+    """A tiny MP4 (64x36 H.264 + AAC at ``rate`` Hz): stereo has a tone left and pink noise right."""
+    noise = f"anoisesrc=color=pink:sample_rate={rate}:duration={seconds}:amplitude=0.3:seed=3"
+    tone = f"sine=frequency=700:sample_rate={rate}:duration={seconds}"
+    mix = f"{tone}[l];{noise}[r];[l][r]" + ("amerge=inputs=2[a]" if channels == 2 else "amix=inputs=2[a]")
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc=size=64x36:rate=25:duration={seconds}", "-filter_complex", mix,
+            "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", str(path))
+    return path
+
+
+def _tbn_reference(src, tmp_path) -> np.ndarray:
+    """TBN's preprocessing (``extract_audio.py``: ffmpeg to a mono 24 kHz 16-bit WAV) read by librosa."""
+    import librosa
+
+    wav = tmp_path / f"{src.stem}_ref.wav"
+    _ffmpeg("-i", str(src), "-vn", "-acodec", "pcm_s16le", "-ac", "1", "-ar", "24000", str(wav))
+    ref, sr = librosa.load(wav, sr=None, mono=True)
+    assert sr == 24000
+    return ref
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(48000, 2), (44100, 2), (48000, 1), (44100, 1)])
+def test_samples_and_spectrograms_match_tbn_preprocessing(tmp_path, rate, channels):
+    src = _av_clip(tmp_path / f"clip_{rate}_{channels}.mp4", rate, channels)
+    ref = _tbn_reference(src, tmp_path)
+    track = open_audio(src, CFG)
+    assert track.samples.size == ref.size  # same resampler, same start and end
+    assert np.sqrt(np.mean((track.samples - ref) ** 2)) < 1e-3
+    times = [0.2, 1.0, 1.5, 2.3, 2.9]
+    ref_track = AudioTrack(ref, CFG)
+    diff = np.abs(track.spectrograms(times) - ref_track.spectrograms(times))
+    assert np.median(diff) < 0.01
+
+
+def test_stereo_is_mixed_to_the_channel_mean(tmp_path):
+    # 24 kHz in, so no resampling: mono must be exactly (L + R) / 2 (decord gave (L + R) / sqrt(2))
+    rng = np.random.default_rng(1)
+    left = (rng.uniform(-0.4, 0.4, 24000) * 32767).astype(np.int16)
+    right = (np.sin(np.arange(24000) * 0.05) * 0.3 * 32767).astype(np.int16)
+    raw = tmp_path / "lr.raw"
+    raw.write_bytes(np.stack([left, right], axis=1).tobytes())
+    wav = tmp_path / "lr.wav"
+    _ffmpeg("-f", "s16le", "-ar", "24000", "-ac", "2", "-i", str(raw), "-c:a", "pcm_s16le", str(wav))
+    got = load_audio(wav, 24000)
+    want = (left.astype(np.float64) + right) / 2 / 32768
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1.01 / 32768  # one 16-bit step of rounding
+
+
+# ---------------------------------------------------------------------------------------------
+# truncated files and spectrograms past the end
+
+
+def test_truncated_faststart_mp4_is_an_error(tmp_path):
+    # index (moov) at the front: the header still states 5 s, the second half of the data is gone
+    tmp = _av_clip(tmp_path / "tmp.mp4", 48000, 2, seconds=5.0)
+    full = tmp_path / "full.mp4"
+    _ffmpeg("-i", str(tmp), "-c", "copy", "-movflags", "+faststart", str(full))
+    assert abs(open_audio(full, CFG).duration - 5.0) < END_TOLERANCE_S  # the complete file is fine
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(AudioError, match=r"cut\.mp4: the audio track decodes to \d\.\d+ s but the container "
+                                         r"states 5\.000 s: truncated"):
+        open_audio(cut, CFG)
+
+
+def test_spectrogram_past_the_end_is_an_error_not_the_last_window():
+    samples = np.random.default_rng(0).standard_normal(2 * 24000).astype(np.float32)
+    track = AudioTrack(samples, CFG, path="two_seconds.mp4")
+    last = track.spectrograms([1.9])[0]  # crosses the real end: the last 1.279 s (TBN's rule)
+    np.testing.assert_array_equal(track.spectrograms([2.0 + END_TOLERANCE_S / 2])[0], last)
+    with pytest.raises(AudioError, match=r"two_seconds\.mp4: spectrogram\(s\) centred at \[2\.5\] s past the end"):
+        track.spectrograms([1.0, 2.5])
+    with pytest.raises(AudioError, match=r"two_seconds\.mp4: .*past the end"):
+        track.spectrograms_at_frames([1, 126], fps=50.0)  # frame 126 is at 2.5 s

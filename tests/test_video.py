@@ -7,6 +7,7 @@ black/white vertical strips (bit 9 on the left), so a test can read back which f
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import tarfile
 from fractions import Fraction
@@ -23,6 +24,8 @@ from extractors.video import (
     FrameSourceError,
     VideoFrameSource,
     annotation_fps,
+    annotation_frame_count,
+    display_rotation,
     iter_frame_batches,
     nearest_frame_indices,
     open_frames,
@@ -112,6 +115,21 @@ def test_nearest_frame_indices_ties_go_to_earlier_frame():
     assert got.tolist() == [0, 0, 0, 1, 1, 2, 3, 3, 0]
 
 
+def test_annotation_frame_count_and_display_rotation_rules(tmp_path):
+    ntsc = 60000 / 1001
+    assert annotation_frame_count(240 * 1001 / 60000, ntsc, 1 / 120000) == 240  # exact end, half a tick
+    end32 = float(np.float32(4.004))  # decord's float32 end: 4.0040002
+    assert annotation_frame_count(end32, ntsc, 4 * float(np.spacing(np.float32(4.004)))) == 240
+    assert annotation_frame_count(end32, 60.0, 1e-6) == 241  # (241 - 1) / 60 = 4.0 s < 4.004 s
+    one = 65536
+    assert [display_rotation(m, tmp_path) for m in ([one, 0, 0, 0, one, 0, 0, 0, 1 << 30],
+                                                     [0, -one, 0, one, 0, 0, 0, 0, 1 << 30],
+                                                     [-one, 0, 0, 0, -one, 0, 0, 0, 1 << 30],
+                                                     [0, one, 0, -one, 0, 0, 0, 0, 1 << 30])] == [0, 90, 180, 270]
+    with pytest.raises(FrameSourceError, match="mirrors the picture"):
+        display_rotation([-one, 0, 0, 0, one, 0, 0, 0, 1 << 30], tmp_path)
+
+
 def test_annotation_fps_rules():
     assert annotation_fps("P01_01", 59.9400599400599, "table") == pytest.approx(59.94, abs=1e-3)
     assert annotation_fps("P01_01", 59.9400599400599, "epic_release") == 60.0
@@ -179,6 +197,47 @@ def test_variable_frame_rate_video(tmp_path):
     assert indices(src, [src.n_frames]) == [39]
 
 
+@pytest.mark.parametrize(("rate", "n"), [("60000/1001", 240), ("30000/1001", 120), ("60000/1001", 241)])
+def test_ntsc_frame_count_is_exact(tmp_path, rate, n):
+    # decord reports the end (240 x 1001 / 60000 = 4.004 s) as float32 4.0040002: the count must
+    # not grow a frame from that, whether the annotation rate is exact or a table's rounded value
+    path = write_pattern_video(tmp_path / "ntsc.mp4", n, rate, size=(64, 36))
+    for fps in (float(Fraction(rate)), round(float(Fraction(rate)), 13)):
+        src = VideoFrameSource(path, "ntsc", fps=fps, height=36)
+        assert src.n_frames == n
+    # the last two annotation frames are the last two decoded frames (no duplicate at the end,
+    # which the flow stage would turn into a flow frame between two identical frames)
+    assert indices(src, [n - 1, n]) == [n - 2, n - 1]
+    # a 60 fps annotation grid over the same clip: frame k exists while (k - 1) / 60 < n / rate
+    at60 = VideoFrameSource(path, "ntsc", fps=60.0, height=36)
+    assert at60.n_frames == math.ceil(60 * n / Fraction(rate))
+
+
+def _vfr_clip(path: Path, slots: int, rate: str) -> Path:
+    """Pattern frames on the ``rate`` grid with every third slot dropped (``-fps_mode vfr``)."""
+    w, h = 64, 36
+    proc = subprocess.Popen([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                             "-s", f"{w}x{h}", "-r", rate, "-i", "-", "-vf", "select='not(eq(mod(n,3),1))'",
+                             "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12",
+                             "-pix_fmt", "yuv420p", str(path)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = proc.communicate(b"".join(pattern_frame(i, (w, h)).tobytes() for i in range(slots)))
+    assert proc.returncode == 0, err.decode()
+    return path
+
+
+@pytest.mark.parametrize(("rate", "slots"), [("30000/1001", 60), ("60000/1001", 360)])
+def test_variable_frame_rate_count_and_mapping_on_an_ntsc_grid(tmp_path, rate, slots):
+    # slots 0, 2, 3, 5, 6, ... kept (the last one, slots - 1, too): the video ends after `slots` slots
+    path = _vfr_clip(tmp_path / "vfr.mp4", slots, rate)
+    src = VideoFrameSource(path, "vfr", fps=float(Fraction(rate)), height=36)
+    kept = [i for i in range(slots) if i % 3 != 1]
+    assert len(src.timestamps) == len(kept) and kept[-1] == slots - 1
+    assert src.n_frames == slots
+    # annotation frame n is slot n - 1; a dropped slot shows the nearest kept one (tie: the earlier)
+    numbers = list(range(1, slots + 1))
+    assert indices(src, numbers) == [(i if i % 3 != 1 else i - 1) for i in range(slots)]
+
+
 def test_iter_frame_batches_streams_in_order(tmp_path):
     path = write_pattern_video(tmp_path / "v.mp4", 10, 50, size=(160, 90))
     src = open_frames("v", fps=50.0, height=64, video_path=path)
@@ -186,6 +245,62 @@ def test_iter_frame_batches_streams_in_order(tmp_path):
     chunks = list(iter_frame_batches(src, numbers, batch_size=2))
     assert [c[0].tolist() for c in chunks] == [[3, 1], [2, 10], [9]]
     assert [read_index(f) for _, fr in chunks for f in fr] == [n - 1 for n in numbers]
+
+
+# ---------------------------------------------------------------------------------------------
+# display rotation (phones, some head-mounted cameras)
+
+
+def _marker_frame(i: int, size: tuple[int, int]) -> np.ndarray:
+    """An asymmetric picture: red top-left block, green bottom-right block, a grey stripe."""
+    w, h = size
+    img = np.zeros((h, w, 3), dtype=np.uint8)
+    img[: h // 3, : w // 3] = (255, 0, 0)
+    img[-h // 4 :, -w // 8 :] = (0, 255, 0)
+    img[:, w // 2 : w // 2 + 4] = 128
+    return img
+
+
+def _with_display_matrix(src: Path, out: Path, *options: str) -> Path:
+    """Copy ``src`` (no re-encode) with a display matrix, e.g. ``-display_rotation 90``."""
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *options, "-i", str(src), "-c", "copy",
+                    str(out)], check=True)
+    return out
+
+
+def _ffmpeg_upright(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """First frame as the ffmpeg program shows it (it applies the display matrix), scaled to ``size``."""
+    w, h = size
+    out = subprocess.run([FFMPEG, "-loglevel", "error", "-i", str(path), "-frames:v", "1", "-vf", f"scale={w}:{h}",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(h, w, 3)
+
+
+@pytest.mark.parametrize(("rotation", "height", "size"), [(90, 64, (36, 64)), (270, 32, (18, 32)), (180, 36, (64, 36))])
+def test_display_rotation_is_honoured(tmp_path, rotation, height, size):
+    base = write_pattern_video(tmp_path / "base.mp4", 5, 25, size=(64, 36), frame_fn=_marker_frame)
+    path = _with_display_matrix(base, tmp_path / f"rot{rotation}.mp4", "-display_rotation", str(rotation))
+    src = VideoFrameSource(path, "rot", fps=25.0, height=height)
+    assert src.size == size  # upright: a 64x36 picture turned by 90 degrees is 36 wide
+    got = src.get([1])[0]
+    assert got.shape == (size[1], size[0], 3)
+    want = _ffmpeg_upright(path, size)
+    assert np.abs(got.astype(int) - want).mean() < 4
+    assert src.rotation == rotation
+    # and it really is turned: the unrotated picture, scaled to the same size, does not match
+    if rotation != 180:
+        flat = cv2.resize(_marker_frame(0, (64, 36)), size, interpolation=cv2.INTER_AREA)
+        assert np.abs(got.astype(int) - flat).mean() > 20
+
+
+def test_mirrored_or_skewed_display_matrix_is_refused(tmp_path):
+    base = write_pattern_video(tmp_path / "base.mp4", 3, 25, size=(64, 36), frame_fn=_marker_frame)
+    mirrored = _with_display_matrix(base, tmp_path / "mirrored.mp4", "-display_rotation", "90", "-display_hflip")
+    with pytest.raises(FrameSourceError, match=r"mirrored\.mp4: the video's display matrix .* mirrors the picture"):
+        VideoFrameSource(mirrored, "m", fps=25.0, height=36)
+    skewed = _with_display_matrix(base, tmp_path / "skewed.mp4", "-display_rotation", "45")
+    with pytest.raises(FrameSourceError, match=r"skewed\.mp4: .* is not a rotation by a multiple of 90 degrees"):
+        VideoFrameSource(skewed, "s", fps=25.0, height=36)
 
 
 # ---------------------------------------------------------------------------------------------
