@@ -94,9 +94,14 @@ def _read_table(path: Path) -> pd.DataFrame:
             raise AnnotationError(f"{path}: cannot read pickle: {exc}") from exc
         if not isinstance(df, pd.DataFrame):
             raise AnnotationError(f"{path}: expected a pandas DataFrame, got {type(df).__name__}")
-        if df.index.name == "narration_id":
-            df = df.reset_index()
-        return df
+        try:
+            if df.index.name == "narration_id":
+                df = df.reset_index()
+            # A fresh frame of plain arrays: what pandas does with an unpickled object's internals
+            # stays inside this try, so a malformed one is reported with the file's name.
+            return pd.DataFrame({c: df[c].to_numpy() for c in df.columns})
+        except Exception as exc:
+            raise AnnotationError(f"{path}: the pickled DataFrame is malformed: {type(exc).__name__}: {exc}") from exc
     try:
         return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
