@@ -17,6 +17,7 @@ from m3em.annotations import AnnotationError, read_annotation_file
 from m3em.config import REPO_ROOT
 from m3em.safe_pickle import UnsafePickleError, safe_load, safe_loads
 
+PICKLES = REPO_ROOT / "tests" / "data" / "pickles"
 FRAME = pd.DataFrame({"narration_id": ["P01_01_0", "P01_01_1"], "participant_id": ["P01", "P01"],
                       "video_id": ["P01_01", "P01_01"], "start_frame": [1, 50], "stop_frame": [40, 90],
                       "start_timestamp": ["00:00:00.00", "00:00:01.00"], "stop_timestamp": ["00:00:00.80", "00:00:01.80"]})
@@ -43,6 +44,28 @@ def _csv(tmp_path, df):
     path = tmp_path / "same.csv"
     df.to_csv(path, index=False)
     return path
+
+
+@pytest.mark.parametrize("name", ["pandas2_labelled_protocol4.pkl", "pandas2_indexed_protocol2.pkl"])
+def test_pickles_written_by_pandas_2_load(tmp_path, name):
+    # Written by tests/data/pickles/make_pandas2_pickles.py under pandas 2.2.3 (object-dtype strings,
+    # pandas.core.* names, categoricals); the docstring there says how to regenerate them.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_pandas2_pickles", PICKLES / "make_pandas2_pickles.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    expected = maker.expected_frame()
+    back = safe_load(PICKLES / name)
+    if back.index.name == "narration_id":
+        back = back.reset_index()
+    assert list(back.columns) == list(expected.columns) and len(back) == 3
+    assert back["narration_id"].tolist() == expected["narration_id"].tolist()
+    assert back["verb"].tolist() == ["open", "take", "wash"] and back["all_noun_classes"].tolist() == [[8], [13], [5]]
+    csv = tmp_path / "same.csv"
+    expected.to_csv(csv, index=False)
+    pd.testing.assert_frame_equal(read_annotation_file(PICKLES / name, n_verbs=97, n_nouns=300),
+                                  read_annotation_file(csv, n_verbs=97, n_nouns=300))
 
 
 def test_categorical_series_and_feature_dicts_round_trip():
