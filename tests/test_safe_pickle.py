@@ -113,6 +113,11 @@ def test_fake_frames_from_admitted_names_are_errors_naming_the_file(tmp_path):
         safe_load(path)
     with pytest.raises(AnnotationError, match=r"source_val\.pkl"):
         read_annotation_file(path)
+    # A block manager with a state pandas no longer reads (pandas raises NotImplementedError).
+    old_state = (pickle.PROTO + b"\x02" + pickle.GLOBAL + b"pandas.core.internals.managers\nBlockManager\n"
+                 + pickle.EMPTY_TUPLE + pickle.NEWOBJ + pickle.EMPTY_TUPLE + pickle.BUILD + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError, match=r"old\.pkl: corrupt or unsupported pickle: NotImplementedError"):
+        safe_loads(old_state, "old.pkl")
     # A block placed on a column the frame does not have.
     df = pd.DataFrame({"start_frame": [1, 2], "stop_frame": [3, 4]})
     blk = df._mgr.blocks[0]
