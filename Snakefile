@@ -43,8 +43,8 @@ rule flow:
 
 rule detections:
     input:
-        [] if OFFICIAL_FEATURES or not needs_detections() else
-        [f"{RESULTS}/{kind}/{v}.parquet" for kind in ("detections", "crops") for v in VIDEOS]
+        [] if OFFICIAL_FEATURES else
+        ([f"{RESULTS}/{kind}/{v}.parquet" for kind in ("detections", "crops") for v in VIDEOS] if needs_detections() else [])
         + ([feature_file("object", v) for v in VIDEOS] if "object" in needed_streams() else []),
 
 

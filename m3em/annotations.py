@@ -53,6 +53,9 @@ BASE_COLUMNS: tuple[str, ...] = (
 )
 LABEL_COLUMNS: tuple[str, ...] = ("verb_class", "noun_class")
 
+#: Official timestamps look like ``00:01:02.35`` (hours, minutes, seconds and a fraction).
+TIMESTAMP_PATTERN = r"\d+:[0-5]\d:[0-5]\d(?:\.\d+)?"
+
 VERB_CLASSES_FILE = "EPIC_100_verb_classes.csv"
 NOUN_CLASSES_FILE = "EPIC_100_noun_classes.csv"
 VIDEO_INFO_FILE = "EPIC_100_video_info.csv"
@@ -91,9 +94,14 @@ def _read_table(path: Path) -> pd.DataFrame:
             raise AnnotationError(f"{path}: cannot read pickle: {exc}") from exc
         if not isinstance(df, pd.DataFrame):
             raise AnnotationError(f"{path}: expected a pandas DataFrame, got {type(df).__name__}")
-        if df.index.name == "narration_id":
-            df = df.reset_index()
-        return df
+        try:
+            if df.index.name == "narration_id":
+                df = df.reset_index()
+            # A fresh frame of plain arrays: what pandas does with an unpickled object's internals
+            # stays inside this try, so a malformed one is reported with the file's name.
+            return pd.DataFrame({c: df[c].to_numpy() for c in df.columns})
+        except Exception as exc:
+            raise AnnotationError(f"{path}: the pickled DataFrame is malformed: {type(exc).__name__}: {exc}") from exc
     try:
         return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -196,7 +204,16 @@ def read_annotation_file(
             raise AnnotationError(f"{path}: {_row(df, bad)}: {col} must be an integer, got {df[col][bad].iloc[0]!r}")
         df[col] = values.astype("int64")
     for col in ("narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp"):
+        # Checked before str(): an empty CSV cell reads as NaN, which str() would turn into "nan".
+        bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if bad.any():
+            raise AnnotationError(f"{path}: {_row(df, bad)}: {col} is empty")
         df[col] = df[col].astype(str)
+    for col in ("start_timestamp", "stop_timestamp"):
+        bad = ~df[col].str.fullmatch(TIMESTAMP_PATTERN)
+        if bad.any():
+            raise AnnotationError(f"{path}: {_row(df, bad)}: {col} {df[col][bad].iloc[0]!r} is not a timestamp "
+                                  "HH:MM:SS[.fraction]")
     bad = df["start_frame"] < 1
     if bad.any():
         raise AnnotationError(f"{path}: {_row(df, bad)}: start_frame must be >= 1 (frame numbers are 1-based)")

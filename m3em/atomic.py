@@ -28,10 +28,11 @@ def atomic_output(path: str | os.PathLike, *, suffix: str | None = None) -> Iter
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     # The temporary name starts with a dot and keeps the target's suffix, so globs for finished
     # outputs ("*.parquet") never match it while format-sniffing writers still see the extension.
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.tmp.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+        prefix=_temporary_prefix(target), suffix=suffix if suffix is not None else target.suffix, dir=target.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -46,6 +47,32 @@ def atomic_output(path: str | os.PathLike, *, suffix: str | None = None) -> Iter
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_prefix(target: Path) -> str:
+    return f".{target.name}.tmp."
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed earlier writer of ``path`` left beside it; returns them.
+
+    A SIGKILL (an OOM kill, a cluster's time limit) skips the cleanup in :func:`atomic_output`, so
+    the next run of the job removes them. An output has one writer at a time (Snakemake runs one
+    job per output), so a temporary of the same target can only be a leftover.
+    """
+    target = Path(path)
+    prefix = _temporary_prefix(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for entry in target.parent.iterdir():
+        if entry.name.startswith(prefix):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def _umask() -> int:

@@ -36,6 +36,21 @@ def _examples(items: Sequence[str]) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > SHOW else "")
 
 
+class _DuplicateKeys:
+    """``object_pairs_hook`` that builds the dict and records every repeated key."""
+
+    def __init__(self, found: list[str]) -> None:
+        self.found = found
+
+    def __call__(self, pairs: list[tuple[str, object]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:
+                self.found.append(key)
+            out[key] = value
+        return out
+
+
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -105,9 +120,12 @@ def check_submission(
         return [f"{zip_path}: not a zip file: {exc}"]
     try:
         # Python's json accepts NaN/Infinity literals; they are reported per entry below.
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_DuplicateKeys(duplicates := []))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return problems + [f"{zip_path}:{MEMBER}: not valid JSON: {exc}"]
+    if duplicates:
+        # json keeps the last of repeated keys silently; the server's parser need not agree.
+        problems.append(f"{MEMBER}: {len(duplicates)} duplicate key(s) in a JSON object: {_examples(duplicates)}")
     if not isinstance(data, dict):
         return problems + [f"{MEMBER}: the top level must be an object, got {type(data).__name__}"]
     missing_keys = [k for k in REQUIRED_KEYS if k not in data]

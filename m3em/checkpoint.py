@@ -13,6 +13,8 @@ Format (a dict; only tensors, numbers, strings, lists and dicts):
   positions, map sizes), checked against the current config when loading
 * ``config``: the resolved config sections used (``models.<name>``, ``models.ta3n``, ``train``)
 * ``git_revision``: ``git describe --always --dirty`` of the code, or ``"unknown"``
+* ``metrics``: the ``metrics.csv`` rows of epochs 1..``epoch`` (dicts of numbers and strings);
+  ``metrics.csv`` is rewritten from them on resume, so the epoch's row and its weights commit together
 """
 
 from __future__ import annotations

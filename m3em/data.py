@@ -64,6 +64,26 @@ def select_positions(stored: int, wanted: int, rng: np.random.Generator | None =
     return np.array([rng.integers(starts[x], max(starts[x + 1], starts[x] + 1)) for x in range(wanted)], dtype=np.int64)
 
 
+def _common_shape(by_shape: dict[tuple[int, ...], list[Path]], stream: str) -> tuple[int, ...] | None:
+    """The row shape all files of a stream share; otherwise an error naming the odd files.
+
+    The shape most files have is taken as the norm, so the files named are the deviating ones;
+    on a tie every group is named.
+    """
+    if len(by_shape) <= 1:
+        return next(iter(by_shape), None)
+    ranked = sorted(by_shape.items(), key=lambda kv: -len(kv[1]))
+    norm, norm_paths = ranked[0]
+    tie = len(ranked[1][1]) == len(norm_paths)
+    odd = ranked if tie else ranked[1:]
+    listed = "; ".join(f"{', '.join(map(str, paths[:3]))}{' ...' if len(paths) > 3 else ''} ({len(paths)} file(s)) "
+                       f"have {shape}" for shape, paths in odd)
+    if tie:
+        raise FeatureDataError(f"files of stream {stream} disagree on the 'features' row shape: {listed}")
+    raise FeatureDataError(f"{listed}: 'features' rows differ from the {len(norm_paths)} other file(s) of stream "
+                           f"{stream}, which have {norm} (e.g. {norm_paths[0]})")
+
+
 def _labels(annotations: pd.DataFrame, labelled: bool) -> tuple[np.ndarray, np.ndarray]:
     n = len(annotations)
     if labelled:
@@ -150,7 +170,7 @@ class FeatureSplit(_ClipDataset):
         unique_videos = list(dict.fromkeys(videos))
         for m in self.modalities:
             paths, rows, fidx = [], np.empty(len(videos), np.int64), np.empty(len(videos), np.int64)
-            shape = None
+            by_shape: dict[tuple[int, ...], list[Path]] = {}
             for vi, video in enumerate(unique_videos):
                 path = feature_path(self.features_dir, m.stream, video)
                 if not path.exists():
@@ -170,12 +190,7 @@ class FeatureSplit(_ClipDataset):
                     )
                 if fshape[0] < positions:
                     raise FeatureDataError(f"{path}: 'features' stores {fshape[0]} positions, train.positions = {positions}")
-                if shape is None:
-                    shape = fshape
-                elif fshape != shape:
-                    raise FeatureDataError(
-                        f"{path}: 'features' rows have shape {fshape}, other files of stream {m.stream} have {shape}"
-                    )
+                by_shape.setdefault(fshape, []).append(path)
                 sel = np.flatnonzero(videos == video)
                 for i in sel:
                     nid = self.narration_ids[i]
@@ -186,6 +201,7 @@ class FeatureSplit(_ClipDataset):
                     rows[i] = ff.row_of[nid]
                     fidx[i] = vi
                 paths.append(path)
+            shape = _common_shape(by_shape, m.stream)
             self.paths[m.name] = paths
             self.rows[m.name] = rows
             self.file_index[m.name] = fidx

@@ -145,14 +145,37 @@ class FeatureFile:
             raise FeatureFileError(f"{self.path}: tensor 'features' missing")
         self.stream: str = meta["stream"]
         self.video_id: str = meta["video_id"]
-        self.narration_ids: list[str] = json.loads(meta["narration_ids"])
-        self.frames = np.asarray(json.loads(meta["frames"]), dtype=np.int64)
-        self.producer: dict = json.loads(meta.get("producer", "{}"))
+        self.narration_ids: list[str] = self._json(meta, "narration_ids")
+        if not isinstance(self.narration_ids, list) or not all(isinstance(n, str) for n in self.narration_ids):
+            raise FeatureFileError(f"{self.path}: metadata 'narration_ids' must be a JSON list of strings")
+        frames = self._json(meta, "frames")
+        self.producer: dict = self._json(meta, "producer", "{}")
+        if not isinstance(self.producer, dict):
+            raise FeatureFileError(f"{self.path}: metadata 'producer' must be a JSON object")
         self._slice = self._handle.get_slice("features")
+        dtype = self._slice.get_dtype()
+        if dtype != "F16":  # the contract is fp16; other dtypes would be silently reinterpreted downstream
+            raise FeatureFileError(f"{self.path}: tensor 'features' is {dtype}, the contract is F16 (float16)")
         self.shape: tuple[int, ...] = tuple(self._slice.get_shape())
+        if len(self.shape) not in (3, 5):
+            raise FeatureFileError(f"{self.path}: tensor 'features' has shape {self.shape}, expected "
+                                   "[n_segments, P, D] or [n_segments, P, C, h, w]")
         if self.shape[0] != len(self.narration_ids):
             raise FeatureFileError(f"{self.path}: {self.shape[0]} rows but {len(self.narration_ids)} narration ids")
+        try:
+            self.frames = np.asarray(frames, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise FeatureFileError(f"{self.path}: metadata 'frames' is not a list of frame-number lists: {exc}") from exc
+        if self.frames.shape != self.shape[:2]:
+            raise FeatureFileError(f"{self.path}: metadata 'frames' has shape {self.frames.shape}, "
+                                   f"features have {self.shape[:2]}")
         self.row_of: dict[str, int] = {nid: i for i, nid in enumerate(self.narration_ids)}
+
+    def _json(self, meta: Mapping[str, str], key: str, default: str | None = None) -> Any:
+        try:
+            return json.loads(meta[key] if default is None else meta.get(key, default))
+        except json.JSONDecodeError as exc:
+            raise FeatureFileError(f"{self.path}: metadata {key!r} is not valid JSON: {exc}") from exc
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -168,6 +168,8 @@ def load_official_features(
         if not isinstance(arr, np.ndarray) or arr.ndim != 3:
             shape = getattr(arr, "shape", type(arr).__name__)
             raise OfficialFeaturesError(f"{path}: features[{m!r}] must be an array [N, T, D], got {shape}")
+        if arr.dtype.kind not in "fiu":
+            raise OfficialFeaturesError(f"{path}: features[{m!r}] must hold real numbers, got dtype {arr.dtype}")
         if arr.shape[0] != len(ids):
             raise OfficialFeaturesError(f"{path}: features[{m!r}] has {arr.shape[0]} rows but there are "
                                         f"{len(ids)} narration ids")

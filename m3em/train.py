@@ -9,6 +9,7 @@ reference schedule (lr divided by ``lr_decay`` at the 1-based epochs in ``lr_ste
 clipping, the DANN warm-up of the GRL coefficients. Writes into ``--out-dir``:
 
 * ``checkpoint.pt`` after every epoch (atomic; see :mod:`m3em.checkpoint`), used by ``--resume``;
+  it also holds every epoch's metrics row, so the checkpoint is the one commit point of an epoch;
 * ``metrics.csv``: one row per epoch (losses, domain accuracy, source and target-val top-1, and
   the M3EM instruments of :func:`m3em_instruments`: NaN for a method without SMR/CMC);
 * ``model.pt`` once training has finished (same format): the rule's output.
@@ -498,7 +499,13 @@ def run_training(
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
-        rows = [r for r in _read_metrics(metrics_path) if int(r["epoch"]) < start_epoch]
+        # The checkpoint carries the metrics rows of its epochs, so metrics.csv (a view of them) is
+        # rewritten here: a kill after the checkpoint's rename but before the csv's loses no row.
+        # Checkpoints written before that key existed fall back to the csv.
+        rows = list(ckpt["metrics"]) if "metrics" in ckpt else [
+            r for r in _read_metrics(metrics_path) if int(r["epoch"]) < start_epoch]
+        if rank == 0:
+            _write_metrics(metrics_path, rows)
     elif ckpt_path.exists() and rank == 0:
         raise TrainingError(f"{ckpt_path} exists: pass --resume to continue it, or use a fresh --out-dir")
 
@@ -598,6 +605,7 @@ def run_training(
                 "architecture": arch_desc,
                 "config": resolved,
                 "git_revision": revision,
+                "metrics": [dict(r) for r in rows],
             })
             _write_metrics(metrics_path, rows)
             if progress:

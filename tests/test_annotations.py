@@ -84,6 +84,12 @@ def _broken_copy(epic_slice: Path, tmp_path: Path, edit) -> Path:
         (lambda d: d.assign(narration_id=d.narration_id.where(d.index != 7, "P01_01_0")), "row 9 (narration_id P01_01_0): duplicate narration_id"),
         (lambda d: d.assign(video_id=d.video_id.where(d.index != 1, "P99_99")), "row 3 (narration_id P01_01_1): video_id 'P99_99' is not in the video table"),
         (lambda d: d.assign(start_frame=d.start_frame.astype(object).where(d.index != 4, "x")), "start_frame must be an integer"),
+        (lambda d: d.assign(narration_id=d.narration_id.where(d.index != 2, "")), "row 4 (narration_id nan): narration_id is empty"),
+        (lambda d: d.assign(narration_id=d.narration_id.where(d.index != 2, "  ")), "row 4 (narration_id   ): narration_id is empty"),
+        (lambda d: d.assign(participant_id=d.participant_id.where(d.index != 6, None)), "row 8 (narration_id P01_01_103): participant_id is empty"),
+        (lambda d: d.assign(start_timestamp=d.start_timestamp.where(d.index != 3, "00:00:7.5")), "row 5 (narration_id P01_01_100): start_timestamp '00:00:7.5' is not a timestamp"),
+        (lambda d: d.assign(stop_timestamp=d.stop_timestamp.where(d.index != 1, "soon")), "row 3 (narration_id P01_01_1): stop_timestamp 'soon' is not a timestamp"),
+        (lambda d: d.assign(stop_timestamp=d.stop_timestamp.where(d.index != 1, "00:61:00.00")), "stop_timestamp '00:61:00.00' is not a timestamp"),
     ],
 )
 def test_reader_names_file_and_row(epic_slice: Path, tmp_path: Path, edit, message: str) -> None:

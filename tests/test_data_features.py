@@ -141,3 +141,20 @@ def test_distributed_batches_split_every_global_batch():
     assert len(per_rank[0]) == 2
     for step in range(2):
         assert sorted(i for r in range(world) for i in per_rank[r][step]) == sorted(glob[step])
+
+
+@pytest.mark.parametrize("odd_video", ["P01_01", "P02_103"])
+def test_map_size_mismatch_names_the_odd_file(tmp_path, odd_video):
+    import pandas as pd
+
+    write_dataset(tmp_path, streams=("tbn_rgb", "tbn_audio"), per_video=2)
+    path = feature_path(tmp_path / "features", "tbn_rgb", odd_video)
+    ff = FeatureFile(path)
+    write_features(path, ff.read()[:, :, :, :2, :2], ff.narration_ids, ff.frames, stream="tbn_rgb", video_id=odd_video)
+    ann = EpicAnnotations.open(tmp_path / "annotations")
+    table = pd.concat([ann.split("source_train"), ann.split("target_val")], ignore_index=True)
+    with pytest.raises(FeatureDataError) as err:
+        FeatureSplit(tmp_path / "features", table, MODS, positions=P, labelled=True, split_name="mixed")
+    msg = str(err.value)
+    assert msg.startswith(f"{path} (1 file(s)) have ({P}, 16, 2, 2)"), msg
+    assert f"2 other file(s) of stream tbn_rgb, which have ({P}, 16, 3, 3)" in msg

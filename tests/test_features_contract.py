@@ -95,3 +95,71 @@ def test_atomic_output_uses_normal_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "p.txt").stat().st_mode & 0o777 == 0o644
+
+
+def _raw_file(path: Path, features: np.ndarray, **meta_overrides: str) -> Path:
+    """A feature file written past :func:`write_features` (as another tool or a broken copy would)."""
+    from safetensors.numpy import save_file
+
+    meta = {"format": "m3em-features/1", "stream": "object", "video_id": "v", "narration_ids": '["a", "b"]',
+            "frames": "[[1, 2], [3, 4]]", "producer": "{}", **meta_overrides}
+    save_file({"features": features}, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32, np.uint16])
+def test_reader_refuses_dtypes_other_than_fp16(tmp_path: Path, dtype) -> None:
+    path = _raw_file(tmp_path / "f.safetensors", np.ones((2, 2, 3), dtype=dtype))
+    with pytest.raises(FeatureFileError, match=r"f\.safetensors: tensor 'features' is .*the contract is F16"):
+        FeatureFile(path)
+    assert FeatureFile(_raw_file(tmp_path / "ok.safetensors", np.ones((2, 2, 3), np.float16))).shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ({"narration_ids": '["a", "b"'}, "metadata 'narration_ids' is not valid JSON"),
+        ({"frames": "[[1, 2], [3, 4]"}, "metadata 'frames' is not valid JSON"),
+        ({"producer": "{backbone}"}, "metadata 'producer' is not valid JSON"),
+        ({"narration_ids": '{"a": 1}'}, "metadata 'narration_ids' must be a JSON list of strings"),
+        ({"narration_ids": "[1, 2]"}, "metadata 'narration_ids' must be a JSON list of strings"),
+        ({"producer": "[1]"}, "metadata 'producer' must be a JSON object"),
+        ({"frames": '[["x", 2], [3, 4]]'}, "metadata 'frames' is not a list of frame-number lists"),
+        ({"frames": "[[1, 2, 3], [3, 4, 5]]"}, r"metadata 'frames' has shape \(2, 3\), features have \(2, 2\)"),
+    ],
+)
+def test_reader_metadata_errors_name_the_file(tmp_path: Path, meta, message) -> None:
+    path = _raw_file(tmp_path / "meta.safetensors", np.ones((2, 2, 3), np.float16), **meta)
+    with pytest.raises(FeatureFileError, match=r"meta\.safetensors: " + message):
+        FeatureFile(path)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from m3em.atomic import atomic_output
+with atomic_output(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs, as with an OOM kill
+"""
+
+
+def test_rerun_removes_temporaries_of_a_killed_writer(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from m3em.config import REPO_ROOT
+
+    target = tmp_path / "P01_01.tar"
+    other = tmp_path / ".P01_02.tar.tmp.keep.tar"  # another output's temporary: not ours to remove
+    other.write_text("x")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], cwd=REPO_ROOT, check=False)
+    assert proc.returncode == -9
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".P01_01.tar.tmp.")]
+    assert len(left) == 1 and not target.exists()
+    # A directory temporary is removed the same way.
+    (tmp_path / ".P01_01.tar.tmp.dir.tar").mkdir()
+    (tmp_path / ".P01_01.tar.tmp.dir.tar" / "member").write_text("x")
+    with atomic_output(target) as tmp:
+        tmp.write_text("complete")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".P01_02.tar.tmp.keep.tar", "P01_01.tar"]
+    assert target.read_text() == "complete"

@@ -73,6 +73,8 @@ def test_ids_as_numpy_array_and_protocol_2(tmp_path):
         (lambda d: d["features"].__setitem__("RGB", d["features"]["RGB"][:, :20]), "outside the 20 stored clips"),
         (lambda d: d["features"].__setitem__("RGB", d["features"]["RGB"][:, :, 0]), r"must be an array \[N, T, D\]"),
         (lambda d: d["features"]["Audio"].__setitem__((1, 7, 3), np.nan), r"NaN or inf for narration id\(s\) \['b'\]"),
+        (lambda d: d["features"].__setitem__("RGB", d["features"]["RGB"].astype(str)), r"features\['RGB'\] must hold real numbers, got dtype <U"),
+        (lambda d: d["features"].__setitem__("Flow", d["features"]["Flow"].astype(object)), r"features\['Flow'\] must hold real numbers, got dtype object"),
     ],
 )
 def test_layout_errors_name_the_problem(tmp_path, mutate, match):

@@ -173,3 +173,19 @@ def test_full_target_test_split(tmp_path, official_epic):
     assert chk.check_submission(out, ids) == []
     with pytest.raises(sub.SubmissionError, match="1 narration id"):
         _write(tmp_path / "short.zip", s.select(ids[1:]), ids=ids)
+
+
+def test_checker_refuses_duplicate_keys(tmp_path):
+    data = _good(tmp_path)
+    text = json.dumps(data)
+    entry = json.dumps(data["results_target"][IDS[1]])
+    # The same narration id twice (json.loads alone keeps the last and sees nothing wrong).
+    dup_id = text.replace(f'"{IDS[0]}": ', f'"{IDS[1]}": {entry}, "{IDS[0]}": ', 1)
+    # And a class key twice inside one entry's scores.
+    dup_class = text.replace('"verb": {"0": ', '"verb": {"5": 1.0, "0": ', 1)
+    for name, raw, key in (("id.zip", dup_id, IDS[1]), ("cls.zip", dup_class, "5")):
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            zf.writestr("test.json", raw)
+        problems = chk.check_submission(tmp_path / name, IDS)
+        assert any("duplicate key(s)" in p and key in p for p in problems), problems
+    assert chk.check_submission(tmp_path / "good.zip", IDS) == []

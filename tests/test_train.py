@@ -215,3 +215,34 @@ def test_standardisation_statistics_travel_with_the_model(tiny, tmp_path):
         run_prediction(off, ckpt, "target_val", tmp_path / "t.npz", progress=False)
     plain = load_checkpoint(run_training(off, "A", "source_only", tmp_path / "raw", progress=False))["model"]
     assert not any(k.startswith("standardiser.") for k in plain)
+
+
+def test_kill_between_checkpoint_and_metrics_loses_no_row(tiny, tmp_path, monkeypatch):
+    """A kill after epoch 2's checkpoint, before its metrics.csv, and a resume give the uninterrupted metrics."""
+    import m3em.train as train_mod
+
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 3
+    run_training(cfg, "A", "m3em", tmp_path / "full", progress=False)
+    real = train_mod._write_metrics
+
+    def dies_at_epoch_2(path, rows):
+        if int(rows[-1]["epoch"]) == 2:
+            raise KeyboardInterrupt("killed between the checkpoint and metrics.csv")
+        real(path, rows)
+
+    monkeypatch.setattr(train_mod, "_write_metrics", dies_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, "A", "m3em", tmp_path / "killed", progress=False)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
+    monkeypatch.setattr(train_mod, "_write_metrics", real)
+    run_training(cfg, "A", "m3em", tmp_path / "killed", resume=True, progress=False)
+
+    def table(run):
+        with open(tmp_path / run / "metrics.csv") as fh:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+    assert [int(r["epoch"]) for r in table("killed")] == [1, 2, 3]
+    assert table("killed") == table("full")
+    assert [r["epoch"] for r in load_checkpoint(tmp_path / "killed" / "model.pt")["metrics"]] == [1, 2, 3]

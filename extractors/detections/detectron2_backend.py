@@ -19,6 +19,7 @@ or mis-shaped parameters are an error naming the file.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,13 @@ def load_detector_config(config_file: str | Path, *, overrides: Sequence[str] = 
 
 def _load_checkpoint(weights: Path) -> dict:
     """The checkpoint dict detectron2's ``_load_model`` expects, read without arbitrary unpickling."""
+    if not weights.is_file():
+        raise DetectorConfigError(f"{weights}: detector weights not found")
     if weights.suffix == ".pkl":
-        data = safe_load(weights)
+        try:
+            data = safe_load(weights)
+        except pickle.UnpicklingError as exc:  # includes UnsafePickleError; the message names the file
+            raise DetectorConfigError(f"{weights}: cannot load detector weights: {exc}") from exc
         if not isinstance(data, dict):
             raise DetectorConfigError(f"{weights}: expected a dict of arrays, got {type(data).__name__}")
         if "model" in data and "__author__" in data:  # detectron2 model-zoo format
@@ -114,7 +120,10 @@ def _load_checkpoint(weights: Path) -> dict:
         blobs = data.get("blobs", data)  # Caffe2 / Detectron1 format
         return {"model": {k: v for k, v in blobs.items() if not k.endswith("_momentum")}, "__author__": "Caffe2",
                 "matching_heuristics": True}
-    loaded = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        loaded = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only unpickler raises UnpicklingError, RuntimeError, EOFError...
+        raise DetectorConfigError(f"{weights}: not a weights-only torch checkpoint: {type(exc).__name__}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise DetectorConfigError(f"{weights}: expected a state dict, got {type(loaded).__name__}")
     return loaded if "model" in loaded else {"model": loaded}

@@ -115,8 +115,10 @@ def needed_backbones():
 
 
 def needs_detections():
-    """Whether a chosen model reads hand-object boxes (object stream or crops)."""
-    return any(s in model_streams(m) for m in MODELS for s in ("object", "tbn_crop_rgb", "tbn_crop_flow"))
+    """Whether a chosen model reads hand-object boxes (object stream or crops); the object stream
+    does not when it comes from RULSTM's object LMDB (inputs.official_object_features_dir)."""
+    streams = ("tbn_crop_rgb", "tbn_crop_flow") + (() if INPUTS.get("official_object_features_dir") else ("object",))
+    return any(s in model_streams(m) for m in MODELS for s in streams)
 
 
 def gpu_request(name):
@@ -239,6 +241,8 @@ def _expected_inputs():
     if OFFICIAL_FEATURES:
         paths += [f"{OFFICIAL_FEATURES}/{s}.pkl" for s in USED_SPLITS]
         return paths
+    if INPUTS.get("official_object_features_dir") and "object" in needed_streams():
+        paths.append(f"{INPUTS['official_object_features_dir']}/data.mdb")
     for v in VIDEOS:
         paths.append(official("frames", v) or video_path(v))
         if official("frames", v) and "tbn_audio" in needed_streams():

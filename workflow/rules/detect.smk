@@ -80,24 +80,50 @@ rule crops_video:
         " --detections {input.detections} --out {output} > {log} 2>&1"
 
 
-rule object_features_video:
-    input:
-        detections=f"{RESULTS}/detections/{{video}}.parquet",
-        ann=annotation_files(),
-    output:
-        feature_file("object", "{video}"),
-    params:
-        cfg=section("detections"),
-    log:
-        f"{LOGS}/object_features/{{video}}.log",
-    benchmark:
-        f"{BENCH}/object_features/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        env("video")
-    shell:
-        "python -m extractors.detections.object_features --config \"$M3EM_CONFIG\" --video-id {wildcards.video}"
-        " --detections {input.detections} --out {output} > {log} 2>&1"
+if INPUTS.get("official_object_features_dir"):
+
+    rule object_features_rulstm:
+        input:
+            lmdb=INPUTS["official_object_features_dir"],
+            ann=annotation_files(),
+        output:
+            feature_file("object", "{video}"),
+        params:
+            cfg=section("detections"),
+        log:
+            f"{LOGS}/object_features/{{video}}.log",
+        benchmark:
+            f"{BENCH}/object_features/{{video}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=20,
+        conda:
+            env("video")
+        shell:
+            "python -m extractors.detections.rulstm_objects --config \"$M3EM_CONFIG\" --video-id {wildcards.video}"
+            " --lmdb {input.lmdb} --out {output} > {log} 2>&1"
+
+else:
+
+    rule object_features_video:
+        input:
+            detections=f"{RESULTS}/detections/{{video}}.parquet",
+            ann=annotation_files(),
+        output:
+            feature_file("object", "{video}"),
+        params:
+            cfg=section("detections"),
+        log:
+            f"{LOGS}/object_features/{{video}}.log",
+        benchmark:
+            f"{BENCH}/object_features/{{video}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            env("video")
+        shell:
+            "python -m extractors.detections.object_features --config \"$M3EM_CONFIG\" --video-id {wildcards.video}"
+            " --detections {input.detections} --out {output} > {log} 2>&1"
