@@ -2,15 +2,17 @@
 
     python -m extractors.extract --config config.yaml --video-id P01_101 \
         --stream tbn_rgb --out results/features/tbn_rgb/P01_101.safetensors \
-        [--stream tbn_flow --out ... --stream tbn_audio --out ...] \
-        --checkpoint results/finetune/tbn/checkpoint.pt \
+        [--stream i3d_rgb --out ... --stream tbn_audio --out ...] \
+        --checkpoint results/finetune/tbn/checkpoint.pt [--checkpoint results/finetune/i3d/checkpoint.pt] \
         [--video P01_101.MP4] [--frames P01_101.tar] [--flow flow/P01_101.tar] [--crops crops/P01_101.parquet]
 
-One job = one video. A job may write several streams of the *same* backbone at once (repeat
-``--stream``/``--out`` in pairs; without ``--out`` the files go to
-``features.features_dir/<stream>/<video>.safetensors``): the segments, positions and decoded
-inputs are shared, so writing TBN's streams together decodes each input once. The DAG may still
-run one stream per job. Streams and what they need:
+One job = one video, any of its streams (repeat ``--stream``/``--out`` in pairs; without ``--out``
+the files go to ``features.features_dir/<stream>/<video>.safetensors``), with one ``--checkpoint``
+per backbone those streams use (each checkpoint's ``meta`` says its backbone; each is loaded once).
+The segments and positions are shared, and each segment's RGB and flow frames are decoded once for
+all streams (:meth:`VideoInputs.shared_decode`): TBN RGB, its crop and the I3D clip read the same
+frames. Each stream sees exactly the batches a one-stream job would, so its file is identical to
+what a job extracting that stream alone writes. Streams and what they need:
 
 ========================  ==========================  ==============================================
 stream                    input                       output per segment (fp16)
@@ -112,15 +114,20 @@ def video_segments(ann: EpicAnnotations, video_id: str) -> pd.DataFrame:
 
 
 class PositionDataset(Dataset):
-    """Segment ``i`` -> ``{stream: (P, ...) array}`` for the requested streams (uint8 / float32)."""
+    """Segment ``i`` -> ``{stream: (P, ...) array}`` for the requested streams (uint8 / float32).
+
+    Args:
+        sizes: input side of each image stream (its backbone checkpoint's ``input_size``).
+        clip_length: I3D clip length (its checkpoint's; unused without I3D streams).
+    """
 
     def __init__(self, spec: VideoSpec, segments: pd.DataFrame, positions: np.ndarray, streams: Sequence[str],
-                 size: int, clip_length: int) -> None:
+                 sizes: Mapping[str, int], clip_length: int) -> None:
         self.spec = spec
         self.bounds = segments[["start_frame", "stop_frame"]].to_numpy(np.int64)
         self.positions = positions
         self.streams = tuple(streams)
-        self.size = size
+        self.sizes = {s: int(sizes[s]) for s in self.streams if s != "tbn_audio"}
         self.clip_length = clip_length
         self._inputs: VideoInputs | None = None
 
@@ -137,23 +144,25 @@ class PositionDataset(Dataset):
             self._inputs = VideoInputs(self.spec)
         v, pos, (start, stop) = self._inputs, self.positions[i], self.bounds[i]
         out = {}
-        for s in self.streams:
-            if s == "tbn_rgb":
-                out[s] = v.rgb(pos, self.size)
-            elif s == "tbn_crop_rgb":
-                out[s] = v.rgb(pos, self.size, crop=True)
-            elif s == "tbn_flow":
-                out[s] = v.flow_stack(pos, self.size)
-            elif s == "tbn_crop_flow":
-                out[s] = v.flow_stack(pos, self.size, crop=True)
-            elif s == "tbn_audio":
-                out[s] = v.spectrogram(pos)
-            elif s == "i3d_rgb":
-                out[s] = v.rgb_clips(pos, int(start), int(stop), self.clip_length, self.size)
-            elif s == "i3d_flow":
-                out[s] = v.flow_clips(pos, int(start), int(stop), self.clip_length, self.size)
-            else:
-                raise ValueError(f"unknown stream {s!r}")
+        with v.shared_decode():  # the segment's frames are decoded once for all its streams
+            for s in self.streams:
+                size = self.sizes.get(s, 0)
+                if s == "tbn_rgb":
+                    out[s] = v.rgb(pos, size)
+                elif s == "tbn_crop_rgb":
+                    out[s] = v.rgb(pos, size, crop=True)
+                elif s == "tbn_flow":
+                    out[s] = v.flow_stack(pos, size)
+                elif s == "tbn_crop_flow":
+                    out[s] = v.flow_stack(pos, size, crop=True)
+                elif s == "tbn_audio":
+                    out[s] = v.spectrogram(pos)
+                elif s == "i3d_rgb":
+                    out[s] = v.rgb_clips(pos, int(start), int(stop), self.clip_length, size)
+                elif s == "i3d_flow":
+                    out[s] = v.flow_clips(pos, int(start), int(stop), self.clip_length, size)
+                else:
+                    raise ValueError(f"unknown stream {s!r}")
         return out
 
 
@@ -232,15 +241,21 @@ class StreamRunner:
 # ---------------------------------------------------------------------------------------------
 
 
-def extract(spec: VideoSpec, segments: pd.DataFrame, streams: Sequence[str], runner: StreamRunner,
-            feats: FeaturesConfig, size: int, clip_length: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Features of every segment for each stream; returns ``({stream: [n, P, ...] fp16}, frames [n, P])``."""
+def extract(spec: VideoSpec, segments: pd.DataFrame, streams: Sequence[str], runners: Mapping[str, StreamRunner],
+            feats: FeaturesConfig, sizes: Mapping[str, int], clip_length: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Features of every segment for each stream; returns ``({stream: [n, P, ...] fp16}, frames [n, P])``.
+
+    Args:
+        runners: the runner of each backbone the streams use (``"tbn"`` / ``"i3d"``).
+        sizes: input side per image stream; clip_length: I3D clip length.
+    """
     positions = np.stack([segment_positions(int(a), int(b), feats.positions)
                           for a, b in segments[["start_frame", "stop_frame"]].to_numpy()])
-    data = PositionDataset(spec, segments, positions, streams, size, clip_length)
+    data = PositionDataset(spec, segments, positions, streams, sizes, clip_length)
     per_batch = max(1, feats.batch_size // feats.positions)
+    cuda = any(r.device.type == "cuda" for r in runners.values())
     loader = DataLoader(data, batch_size=per_batch, shuffle=False, num_workers=feats.num_workers,
-                        pin_memory=runner.device.type == "cuda", collate_fn=_collate,
+                        pin_memory=cuda, collate_fn=_collate,
                         prefetch_factor=4 if feats.num_workers > 0 else None)
     out: dict[str, np.ndarray] = {}
     row = 0
@@ -249,7 +264,7 @@ def extract(spec: VideoSpec, segments: pd.DataFrame, streams: Sequence[str], run
         for s in streams:
             x = batch[s]
             n, p = x.shape[:2]
-            y = runner(s, x.reshape(n * p, *x.shape[2:]))
+            y = runners[STREAM_BACKBONE[s]](s, x.reshape(n * p, *x.shape[2:]))
             y = y.reshape(n, p, *y.shape[1:]).numpy()
             if s not in out:
                 out[s] = np.empty((len(data), *y.shape[1:]), dtype=np.float16)
@@ -267,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--video-id", required=True)
     parser.add_argument("--stream", required=True, action="append", choices=sorted(STREAM_BACKBONE),
-                        help="repeatable; all streams of one job share one backbone")
+                        help="repeatable: the streams this job writes (any backbones)")
     parser.add_argument("--out", action="append", type=Path, default=None,
                         help="output file per --stream, same order (default: features.features_dir/<stream>/<video>.safetensors)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="extractors.finetune checkpoint of the backbone")
+    parser.add_argument("--checkpoint", required=True, action="append", type=Path,
+                        help="extractors.finetune checkpoint; repeatable, one per backbone the streams use")
     parser.add_argument("--video", type=Path, help="video file (RGB frames unless --frames; the sound track for tbn_audio)")
     parser.add_argument("--frames", type=Path, help="official frame archive (tar of frame_%%010d.jpg); RGB frames come "
                         "from it when given, even with --video")
@@ -284,6 +300,32 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def load_runners(checkpoints: Sequence[Path], streams: Sequence[str], device: torch.device, feats: FeaturesConfig,
+                 ) -> tuple[dict[str, StreamRunner], dict[str, dict], dict[str, Path]]:
+    """One runner per backbone the streams use, each from its own checkpoint (read once).
+
+    Returns ``({backbone: runner}, {backbone: meta}, {backbone: checkpoint path})``; a checkpoint
+    no stream uses, two of one backbone, or a backbone without one is an error.
+    """
+    needed = sorted({STREAM_BACKBONE[s] for s in streams})
+    runners: dict[str, StreamRunner] = {}
+    metas: dict[str, dict] = {}
+    paths: dict[str, Path] = {}
+    for path in checkpoints:
+        model, meta = load_backbone(path)
+        b = meta["backbone"]
+        if b in paths:
+            raise ConfigError(f"two {b} checkpoints given: {paths[b]} and {path}")
+        if b not in needed:
+            raise CheckpointError(f"{path}: a {b} checkpoint cannot extract {list(streams)} (none of them is a {b} stream)")
+        runners[b] = StreamRunner(model, device, feats.autocast, feats.channels_last)
+        metas[b], paths[b] = meta, path
+    missing = [b for b in needed if b not in paths]
+    if missing:
+        raise ConfigError(f"streams {list(streams)} need a {' and a '.join(missing)} checkpoint (--checkpoint)")
+    return runners, metas, paths
 
 
 def run(args: argparse.Namespace) -> list[Path]:
@@ -300,9 +342,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     disabled = [s for s in streams if s not in feats.streams]
     if disabled:
         raise ConfigError(f"streams {disabled} are not in features.streams {list(feats.streams)}")
-    backbones = {STREAM_BACKBONE[s] for s in streams}
-    if len(backbones) != 1:
-        raise ConfigError(f"one job extracts streams of one backbone; got {streams}")
     if args.out is not None and len(args.out) != len(streams):
         raise ConfigError(f"give one --out per --stream ({len(streams)} streams, {len(args.out)} outputs)")
     outs = list(args.out) if args.out is not None else [feature_path(feats.features_dir, s, args.video_id) for s in streams]
@@ -318,10 +357,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     device = resolve_device(feats.device)
     t0 = time.perf_counter()
-    model, meta = load_backbone(args.checkpoint)
-    if meta["backbone"] != next(iter(backbones)):
-        raise CheckpointError(f"{args.checkpoint}: a {meta['backbone']} checkpoint cannot extract {streams}")
-    runner = StreamRunner(model, device, feats.autocast, feats.channels_last)
+    runners, metas, ckpt_of = load_runners(list(args.checkpoint), streams, device, feats)
     ann = EpicAnnotations.open(cfg["data"]["annotations_dir"])
     segments = video_segments(ann, args.video_id)
     spec = VideoSpec(
@@ -330,10 +366,14 @@ def run(args: argparse.Namespace) -> list[Path]:
         decode_height=decode.height, flow_stride=flow.stride, flow_dilation=flow.dilation, flow_box=crops.flow_box,
         audio=audio,
     )
-    features, positions = extract(spec, segments, streams, runner, feats, int(meta["input_size"]), int(meta["clip_length"]))
+    sizes = {s: int(metas[STREAM_BACKBONE[s]]["input_size"]) for s in streams}
+    clip_length = int(metas["i3d"]["clip_length"]) if "i3d" in metas else 0
+    features, positions = extract(spec, segments, streams, runners, feats, sizes, clip_length)
     nids = segments["narration_id"].astype(str).tolist()
     for s, out in zip(streams, outs):
-        producer = {"backbone": meta["backbone"], "checkpoint": str(args.checkpoint), "checkpoint_epoch": meta.get("epoch"),
+        meta = metas[STREAM_BACKBONE[s]]
+        producer = {"backbone": meta["backbone"], "checkpoint": str(ckpt_of[meta["backbone"]]),
+                    "checkpoint_epoch": meta.get("epoch"),
                     "input_size": meta["input_size"], "device": str(device),
                     "autocast": feats.autocast if device.type == "cuda" else "none"}
         if s.startswith("i3d"):

@@ -37,7 +37,9 @@ def setup(tmp_path_factory):
 
 def _args(setup, ckpt, streams, outs=None, **flags):
     root, paths, cfg, _, _ = setup
-    args = ["--config", str(cfg), "--video-id", "P01_01", "--checkpoint", str(root / ckpt)]
+    args = ["--config", str(cfg), "--video-id", "P01_01"]
+    for c in [ckpt] if isinstance(ckpt, str) else ckpt:
+        args += ["--checkpoint", str(root / c)]
     for i, s in enumerate(streams):
         args += ["--stream", s]
         if outs is not None:
@@ -95,7 +97,9 @@ def test_bad_requests_are_errors(setup, tmp_path, caplog):
     root, paths, cfg, _, _ = setup
     with caplog.at_level(logging.ERROR):
         assert extract.main(_args(setup, "tbn.pt", ["tbn_rgb", "i3d_rgb"], frames="frames")) == 1
-        assert "one backbone" in caplog.text
+        assert "need a i3d checkpoint" in caplog.text
+        assert extract.main(_args(setup, ["tbn.pt", "tbn.pt"], ["tbn_rgb"], frames="frames")) == 1
+        assert "two tbn checkpoints given" in caplog.text
         assert extract.main(_args(setup, "tbn.pt", ["tbn_flow"], [tmp_path / "x.safetensors"])) == 1
         assert "need --flow" in caplog.text
         assert extract.main(_args(setup, "i3d.pt", ["tbn_rgb"], [tmp_path / "y.safetensors"], frames="frames")) == 1
@@ -108,3 +112,51 @@ def test_bad_requests_are_errors(setup, tmp_path, caplog):
         with caplog.at_level(logging.ERROR):
             assert extract.main(args) == 1
         assert "CUDA is not available" in caplog.text
+
+
+@pytest.mark.slow  # four extractions, two of them I3D (~25 s idle)
+def test_one_job_for_both_backbones_writes_the_one_stream_files(setup):
+    """Streams of both backbones in one process (RGB frames shared by TBN and I3D, flow by the crop)
+    give exactly the features and metadata a job extracting each stream alone writes. (Not the same
+    bytes: safetensors writes its metadata keys in a per-process random order.)"""
+    root, _, _, _, _ = setup
+    streams = ["tbn_rgb", "tbn_crop_flow", "i3d_rgb"]
+    flags = {"frames": "frames", "flow": "flow", "crops": "crops"}
+    together = [root / "both" / s / "P01_01.safetensors" for s in streams]
+    assert extract.main(_args(setup, ["i3d.pt", "tbn.pt"], streams, together, **flags)) == 0
+    for s, out in zip(streams, together):
+        alone = root / "alone" / s / "P01_01.safetensors"
+        assert extract.main(_args(setup, f"{s[:3]}.pt", [s], [alone], **flags)) == 0
+        a, b = FeatureFile(out), FeatureFile(alone)
+        assert np.array_equal(a.read().view(np.uint16), b.read().view(np.uint16)), s  # bit for bit
+        assert (a.stream, a.narration_ids, a.producer) == (b.stream, b.narration_ids, b.producer)
+        assert np.array_equal(a.frames, b.frames) and a.producer["checkpoint"] == str(root / f"{s[:3]}.pt")
+
+
+def test_shared_decode_decodes_each_frame_once(setup):
+    _, paths, _, _, _ = setup
+    spec = VideoSpec("P01_01", FPS, frames_archive=paths["frames"], flow_path=paths["flow"], crops_path=paths["crops"])
+    plain, shared = VideoInputs(spec), VideoInputs(spec)
+    decoded: dict[str, list[int]] = {"rgb": [], "flow": []}
+    for kind, src in (("rgb", shared.frames), ("flow", shared.flow)):
+        get = src.get
+
+        def counting(numbers, get=get, kind=kind):
+            decoded[kind] += np.asarray(numbers).tolist()
+            return get(numbers)
+
+        src.get = counting
+    pos = segment_positions(20, 40, 3)
+    calls = [lambda v: v.rgb(pos, 64), lambda v: v.rgb(pos, 64, crop=True), lambda v: v.rgb_clips(pos, 20, 40, 8, 64),
+             lambda v: v.flow_stack(pos, 64), lambda v: v.flow_stack(pos, 64, crop=True),
+             lambda v: v.flow_clips(pos, 20, 40, 8, 64)]
+    with shared.shared_decode():
+        got = [f(shared) for f in calls]
+    for g, f in zip(got, calls):
+        assert np.array_equal(g, f(plain))
+    assert sorted(decoded["rgb"]) == sorted(set(decoded["rgb"])) and len(decoded["rgb"]) >= 3 * 8 - 3
+    assert sorted(decoded["flow"]) == sorted(set(decoded["flow"])) and len(decoded["flow"]) >= 3 * 5
+    assert shared._memo is None  # dropped after the block: outside it every call decodes again
+    n = len(decoded["rgb"])
+    shared.rgb(pos, 64)
+    assert len(decoded["rgb"]) == n + 3

@@ -3,6 +3,8 @@ and bad inputs reported before any job runs."""
 
 from __future__ import annotations
 
+import re
+
 from workflow_util import REPO, demo_config, job_counts, output, snakemake, write_config
 
 from epic_demo.spec import SIZES, plan_videos
@@ -35,7 +37,7 @@ def test_demo_dag_from_empty_directory(tmp_path):
         "crops_video": len(videos),
         "object_features_video": len(videos),
         "finetune_backbone": 2,  # tbn, i3d
-        "features_video": 7 * len(videos),
+        "features_video": len(videos),  # one job per video writes its 7 streams
         "train_run": n_runs,
         "predict_run": n_runs + 4,  # every run on target_val, the 4 ensemble members on target_test
         "evaluate_run": n_runs,
@@ -57,12 +59,24 @@ def test_stage_targets_and_model_subset(tmp_path):
     write_config(tmp_path, cfg)
     n = len(tiny_videos())
     assert job_counts(snakemake(tmp_path, "-n", "flow", check=True)) == {"demo_data": 1, "flow_video": n, "flow": 1}
-    counts = job_counts(snakemake(tmp_path, "-n", "features", check=True))
-    # Model A reads tbn_rgb/flow/audio, but the features target extracts every features.streams entry.
-    assert counts["features_video"] == 7 * n and counts["finetune_backbone"] == 2
+    # Model A reads tbn_rgb/flow/audio, but the features target extracts every features.streams entry:
+    # one job per video for A's streams, one for the other four (I3D and the crops).
+    proc = snakemake(tmp_path, "-n", "-p", "features", check=True)
+    counts = job_counts(proc)
+    assert counts["features_video"] == n and counts["features_video_extra"] == n and counts["finetune_backbone"] == 2
+    video = tiny_videos()[0]
+    commands = [c for c in proc.stdout.splitlines() if "extractors.extract" in c and f"--video-id {video} " in c]
+    streams = [sorted(re.findall(r"--stream (\S+)", c)) for c in commands]
+    assert sorted(streams) == [["i3d_flow", "i3d_rgb", "tbn_crop_flow", "tbn_crop_rgb"], ["tbn_audio", "tbn_flow", "tbn_rgb"]]
+    for c in commands:  # each stream's file at its usual path; each backbone's checkpoint once
+        for s in re.findall(r"--stream (\S+)", c):
+            assert f"--stream {s} --out results/features/{s}/{video}.safetensors" in c
+        assert c.count("--checkpoint results/finetune/tbn/checkpoint.pt") == 1
+    assert ("--checkpoint results/finetune/i3d/checkpoint.pt" in commands[0]) != (
+        "--checkpoint results/finetune/i3d/checkpoint.pt" in commands[1])
     counts = job_counts(snakemake(tmp_path, "-n", "train", check=True))
     assert counts["train_run"] == 1 and counts["finetune_backbone"] == 1  # TBN only
-    assert counts["features_video"] == 3 * n
+    assert counts["features_video"] == n and "features_video_extra" not in counts
     assert "detections_official" not in counts and "object_features_video" not in counts  # A needs no boxes
 
 
@@ -136,7 +150,7 @@ def test_official_flow_archives_replace_the_flow_stage(tmp_path):
         (official / f"{v}.tar").write_bytes(b"")
     proc = snakemake(tmp_path, "-n", "features", check=True)
     counts = job_counts(proc)
-    assert "flow_video" not in counts and counts["features_video"] == 7 * len(videos)
+    assert "flow_video" not in counts and counts["features_video"] == len(videos)
     assert f"{official}/{videos[0]}.tar" in proc.stdout  # the extraction jobs read the official archives
 
 

@@ -141,5 +141,5 @@ def test_forcerun_flow_recomputes_flow_and_dependants(demo_run):
     for upstream in ("demo_data", "detections_official", "crops_video", "object_features_video"):
         assert upstream not in counts
     # Flow feeds fine-tuning, so every feature, run, score and file downstream is recomputed.
-    assert counts["finetune_backbone"] == 2 and counts["features_video"] == 7 * len(VIDEOS)
+    assert counts["finetune_backbone"] == 2 and counts["features_video"] == len(VIDEOS)
     assert counts["train_run"] == 12 and counts["submission_zip"] == 1 and counts["report_md"] == 1

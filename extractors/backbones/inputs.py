@@ -32,8 +32,10 @@ Rules (documented once, tested in ``tests/test_backbone_inputs.py``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -197,6 +199,8 @@ class VideoInputs:
         self._audio: AudioTrack | None = None
         self._crops: CropTable | None = None
         self._audio_checked = False
+        # {"rgb"/"flow": {frame number: decoded image}} inside shared_decode(), else None.
+        self._memo: dict[str, dict[int, np.ndarray]] | None = None
 
     # -- sources (opened on first use) --
     @property
@@ -235,6 +239,35 @@ class VideoInputs:
             self._crops = read_crops(self.spec.crops_path, video_id=self.spec.video_id)
         return self._crops
 
+    # -- decoding shared between streams --
+    @contextlib.contextmanager
+    def shared_decode(self) -> Iterator[VideoInputs]:
+        """Inside the block every RGB / flow frame is decoded at most once and reused by each call.
+
+        One segment's streams read overlapping frames (TBN RGB, its crop and the I3D clip around
+        the same positions; a flow stack, its crop and the I3D flow clip), and decoding is
+        deterministic, so reusing the decoded image changes no value. The memo is dropped on exit:
+        memory stays bounded by one block's frames.
+        """
+        self._memo = {"rgb": {}, "flow": {}}
+        try:
+            yield self
+        finally:
+            self._memo = None
+
+    def _decoded(self, kind: str, numbers: np.ndarray) -> np.ndarray:
+        """``frames.get`` (``kind`` "rgb") / ``flow.get`` ("flow"), through the memo inside :meth:`shared_decode`."""
+        source = self.frames if kind == "rgb" else self.flow
+        numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
+        if self._memo is None or numbers.size == 0:
+            return source.get(numbers)
+        memo = self._memo[kind]
+        missing = sorted({n for n in numbers.tolist() if n not in memo})
+        if missing:  # one decoder call for all new frames (the sources check the numbers)
+            for n, img in zip(missing, source.get(np.array(missing, dtype=np.int64))):
+                memo[n] = img
+        return np.stack([memo[n] for n in numbers.tolist()])
+
     # -- flow indexing --
     def flow_index(self, rgb_frames: np.ndarray) -> np.ndarray:
         """Flow frame of each RGB frame (clamped at the video's tail; error if the archive is short)."""
@@ -262,7 +295,7 @@ class VideoInputs:
 
         With ``rng`` (training) the full frames get :func:`random_crop_flip` instead of the centre crop.
         """
-        frames = self.frames.get(np.asarray(rgb_frames, dtype=np.int64))
+        frames = self._decoded("rgb", np.asarray(rgb_frames, dtype=np.int64))
         if rng is not None:
             return random_crop_flip(frames, size, rng, flow=False)
         if not crop:
@@ -274,7 +307,7 @@ class VideoInputs:
                    rng: np.random.Generator | None = None) -> np.ndarray:
         """``(N, size, size, 10)`` uint8 stacked flow, channels ``x1, y1, ..., x5, y5`` (``rng``: training aug)."""
         stacks = self.flow_stacks(rgb_frames)
-        flat = self.flow.get(stacks.reshape(-1))  # (N*5, H, W, 2)
+        flat = self._decoded("flow", stacks.reshape(-1))  # (N*5, H, W, 2)
         n = stacks.shape[0]
         h, w = flat.shape[1:3]
         # (N, 5, H, W, 2) -> (N, H, W, 5, 2) -> (N, H, W, 10): interleaved x1, y1, x2, y2, ...
@@ -307,7 +340,7 @@ class VideoInputs:
                   rng: np.random.Generator | None = None) -> np.ndarray:
         """``(N, L, size, size, 3)`` uint8 RGB clips around the frames, clamped to ``[start, stop]``."""
         idx = np.stack([clip_frames(int(n), length, start, stop) for n in np.asarray(rgb_frames)])
-        frames = self.frames.get(idx.reshape(-1))
+        frames = self._decoded("rgb", idx.reshape(-1))
         out = random_crop_flip(frames, size, rng, flow=False) if rng is not None else resize_center_crop(frames, size)
         return out.reshape(idx.shape[0], length, size, size, 3)
 
@@ -317,7 +350,7 @@ class VideoInputs:
         k = self.flow_index(np.asarray(rgb_frames, dtype=np.int64))
         lo, hi = (int(v) for v in self.flow_index(np.array([start, stop])))
         idx = np.stack([clip_frames(int(c), length, lo, hi) for c in k])
-        flows = self.flow.get(idx.reshape(-1))
+        flows = self._decoded("flow", idx.reshape(-1))
         out = random_crop_flip(flows, size, rng, flow=True) if rng is not None else resize_center_crop(flows, size)
         return out.reshape(idx.shape[0], length, size, size, 2)
 

@@ -87,8 +87,8 @@ USED_SPLITS = tuple(dict.fromkeys([SPLITS["source_train"], SPLITS["target_train"
 OFFICIAL_FEATURES = INPUTS.get("official_features_dir")
 FEATURES_DIR = config["features"]["features_dir"]
 METHOD_NAMES = tuple(m.value for m in Method)
-# Streams written by features_video (the backbone is the name's prefix); "object" is written by
-# object_features_video.
+# Streams written by features_video / features_video_extra (the backbone is the name's prefix);
+# "object" is written by object_features_video.
 EXTRACTED_STREAMS = ("tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow")
 STREAM_BACKBONE = {s: s.split("_")[0] for s in EXTRACTED_STREAMS}
 # The streams of the organisers' pooled features (inputs.official_features_dir).
@@ -311,33 +311,58 @@ def train_inputs(wildcards):
     return [feature_file(s, v) for s in model_streams(wildcards.model) for v in VIDEOS]
 
 
-def feature_inputs(wc):
-    """Inputs of one (video, stream) extraction job."""
-    stream, video = wc.stream, wc.video
-    inputs = {
-        "checkpoint": f"{RESULTS}/finetune/{STREAM_BACKBONE[stream]}/checkpoint.pt",
-        "ann": annotation_files(),
-    }
-    if stream.endswith("flow"):
-        inputs["flow"] = flow_archive(video)
-    else:  # rgb and audio streams decode the video (audio is never in a frame archive)
-        inputs["rgb"] = video_path(video) if stream == "tbn_audio" else rgb_input(video)
-    if "_crop_" in stream:
-        inputs["crops"] = f"{RESULTS}/crops/{video}.parquet"
+def extraction_jobs():
+    """Stream groups the extraction writes, one job per video each: `features_video` writes the
+    streams the chosen models read (what training waits for); `features_video_extra` the other
+    features.streams entries, which only the `features` target asks for. Each group's order is
+    EXTRACTED_STREAMS'."""
+    wanted = set(target_streams())
+    models = tuple(s for s in EXTRACTED_STREAMS if s in needed_streams())
+    extra = tuple(s for s in EXTRACTED_STREAMS if s in wanted and s not in models)
+    return {"features_video": models, "features_video_extra": extra}
+
+
+def feature_inputs(streams):
+    """Input function of one video's extraction job writing `streams` (checkpoints, inputs)."""
+
+    def inputs(wc):
+        video = wc.video
+        rgb = []
+        if any(s in ("tbn_rgb", "tbn_crop_rgb", "i3d_rgb") for s in streams):
+            rgb.append(rgb_input(video))
+        if "tbn_audio" in streams:  # audio is never in a frame archive
+            rgb.append(video_path(video))
+        out = {"checkpoint": [f"{RESULTS}/finetune/{b}/checkpoint.pt" for b in sorted({STREAM_BACKBONE[s] for s in streams})],
+               "ann": annotation_files()}
+        if rgb:
+            out["rgb"] = list(dict.fromkeys(rgb))
+        if any(s.endswith("flow") for s in streams):
+            out["flow"] = flow_archive(video)
+        if any("_crop_" in s for s in streams):
+            out["crops"] = f"{RESULTS}/crops/{video}.parquet"
+        return out
+
     return inputs
 
 
-def feature_flags(wc):
-    """Command-line input flags of one (video, stream) extraction job."""
-    stream, video = wc.stream, wc.video
-    if stream.endswith("flow"):
-        flags = f"--flow {flow_archive(video)}"
-    elif stream == "tbn_audio":
-        flags = f"--video {video_path(video)}"
-    else:
-        flags = rgb_flag(video)
-    if "_crop_" in stream:
-        flags += f" --crops {RESULTS}/crops/{video}.parquet"
+def feature_flags(streams):
+    """Command-line arguments of one video's extraction job: every --stream with its --out, the
+    checkpoints and the input flags."""
+
+    def flags(wc):
+        inputs = feature_inputs(streams)(wc)
+        args = [f"--stream {s} --out {feature_file(s, wc.video)}" for s in streams]
+        args += [f"--checkpoint {c}" for c in inputs["checkpoint"]]
+        if any(s in ("tbn_rgb", "tbn_crop_rgb", "i3d_rgb") for s in streams):
+            args.append(rgb_flag(wc.video))
+        if "tbn_audio" in streams and f"--video {video_path(wc.video)}" not in args:
+            args.append(f"--video {video_path(wc.video)}")
+        if "flow" in inputs:
+            args.append(f"--flow {inputs['flow']}")
+        if "crops" in inputs:
+            args.append(f"--crops {inputs['crops']}")
+        return " ".join(args)
+
     return flags
 
 

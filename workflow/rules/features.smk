@@ -1,26 +1,34 @@
-# Per-(video, stream) feature extraction with the fine-tuned backbones (DESIGN section 3 feature
-# contract). The object stream is written by object_features_video (detect.smk).
+# Feature extraction with the fine-tuned backbones (DESIGN section 3 feature contract): one job
+# per video writes all of its streams in one process (each backbone loaded once, each segment's
+# frames decoded once for every stream). features_video writes the streams the chosen models read;
+# features_video_extra the other features.streams entries (only the `features` target wants
+# them). The object stream is written by object_features_video (detect.smk).
 
+for _rule, _streams in extraction_jobs().items():
+    if not _streams:
+        continue
 
-rule features_video:
-    input:
-        unpack(feature_inputs),
-    output:
-        feature_file("{stream}", "{video}"),
-    params:
-        cfg=section("decode", "audio", "backbones", "features"),
-        flags=feature_flags,
-    log:
-        f"{LOGS}/features/{{stream}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/features/{{stream}}/{{video}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=16000,
-        runtime=120,
-        gpu=gpu_request("features"),
-    conda:
-        env("torch")
-    shell:
-        "python -m extractors.extract --config \"$M3EM_CONFIG\" --video-id {wildcards.video} --stream {wildcards.stream}"
-        " --checkpoint {input.checkpoint} {params.flags} --out {output} > {log} 2>&1"
+    rule:
+        name:
+            _rule
+        input:
+            unpack(feature_inputs(_streams)),
+        output:
+            [feature_file(s, "{video}") for s in _streams],
+        params:
+            cfg=section("decode", "audio", "backbones", "features"),
+            args=feature_flags(_streams),
+        log:
+            f"{LOGS}/features/{_rule}/{{video}}.log",
+        benchmark:
+            f"{BENCH}/features/{_rule}/{{video}}.tsv"
+        threads: 4
+        resources:
+            mem_mb=16000,
+            runtime=480,  # minutes: all of a video's streams (7 on EPIC) in one GPU job
+            gpu=gpu_request("features"),
+        conda:
+            env("torch")
+        shell:
+            "python -m extractors.extract --config \"$M3EM_CONFIG\" --video-id {wildcards.video} {params.args}"
+            " > {log} 2>&1"
