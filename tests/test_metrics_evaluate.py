@@ -188,7 +188,7 @@ def test_ensemble_metrics_carry_intervals_and_chance(tmp_path, cfg_path, epic_sl
     for model, (nv, nn) in (("A", (30, 20)), ("B", (25, 35))):
         verb, noun = _known_scores(labels, nv, nn)
         members.append(tmp_path / f"{model}.npz")
-        write_scores(members[-1], ids, verb, noun, {"model": model, "method": "ta3n_m3em"})
+        write_scores(members[-1], ids, verb, noun, {"model": model, "method": "m3em"})
     ens = tmp_path / "ens.npz"
     ensemble.main(["--config", str(cfg_path), "--combination", "A+B", "--scores", *map(str, members), "--out", str(ens)])
     out = tmp_path / "ens.json"
