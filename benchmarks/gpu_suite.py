@@ -559,8 +559,8 @@ def markdown(report: dict) -> str:
         r = _result(report, name)
         if r:
             side.append(f"| extraction {'+'.join(r['streams'])}, input {r['size']}, {r['segments']} x {r['positions']} "
-                        f"positions, autocast {r['autocast']} | pipeline {r['pipeline_positions_per_s']:.1f} pos/s | "
-                        f"model only {r['model_only_positions_per_s']:.1f} pos/s | {r['pipeline_over_model_only']:.2f} | "
+                        f"positions, autocast {r['autocast']} | pipeline {_fmt(r['pipeline_positions_per_s'])} pos/s | "
+                        f"model only {_fmt(r['model_only_positions_per_s'])} pos/s | {r['pipeline_over_model_only']:.2f} | "
                         f"{r['load_average'][0]:.1f} -> {r['load_average'][1]:.1f}"
                         f"{' (under load)' if r['under_load'] else ''} |")
     if side:
@@ -612,8 +612,8 @@ def _figures(name: str, r: dict) -> str:
         return "; ".join(parts)
     if name.startswith("extract_") and name != "extract_precision":
         mem = f", {r['max_memory_gb']:.1f} GB" if "max_memory_gb" in r else ""
-        return (f"pipeline {r['pipeline_positions_per_s']:.1f} / model only {r['model_only_positions_per_s']:.1f} "
-                f"positions/s{mem}")
+        return (f"pipeline {_fmt(r['pipeline_positions_per_s'])} / model only "
+                f"{_fmt(r['model_only_positions_per_s'])} positions/s{mem}")
     keep = {k: v for k, v in r.items() if isinstance(v, int | float | str)}
     return "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in keep.items()) or "-"
 
