@@ -261,7 +261,7 @@ def check_finetune_step(ctx: Context) -> dict:
     loss, verb, noun = train_step(model, batch, "tbn", recipe, ctx.device, optimizer, scaler, use_amp, "(gpu_suite)")
     ctx.sync()
     res = {"clips": len(segs), "segments_per_clip": recipe.num_segments, "input": size, "amp": use_amp,
-           "loss": float(loss), "not_measured": []}
+           "loss": float(loss.detach()), "not_measured": []}
     assert np.isfinite(res["loss"]) and verb.shape == (len(segs), 97) and noun.shape == (len(segs), 300)
     if ctx.cuda:
         res["max_memory_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 1e9
