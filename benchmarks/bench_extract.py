@@ -26,7 +26,6 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,16 +36,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from extractors.audio import AudioConfig  # noqa: E402
-from extractors.backbones.config import FeaturesConfig, resolve_device  # noqa: E402
-from extractors.backbones.i3d import I3DTwoStream  # noqa: E402
-from extractors.backbones.inputs import VideoSpec  # noqa: E402
-from extractors.backbones.tbn import TBN, Modality  # noqa: E402
-from extractors.extract import STREAM_BACKBONE, PositionDataset, StreamRunner, _collate, extract  # noqa: E402
-from extractors.flow_archive import FlowArchiveWriter, n_flow_frames  # noqa: E402
-from m3em.features import segment_positions  # noqa: E402
+from extractors.audio import AudioConfig
+from extractors.backbones.config import FeaturesConfig, resolve_device
+from extractors.backbones.i3d import I3DTwoStream
+from extractors.backbones.inputs import VideoSpec
+from extractors.backbones.tbn import TBN, Modality
+from extractors.extract import STREAM_BACKBONE, PositionDataset, StreamRunner, _collate, extract
+from extractors.flow_archive import FlowArchiveWriter, n_flow_frames
+from m3em.features import segment_positions
 
 FPS = 50
 
@@ -76,18 +73,100 @@ def make_inputs(workdir: Path, height: int, seconds: float) -> tuple[Path, Path,
     return clip, flow, n_rgb
 
 
-def build_runner(streams: list[str], device: torch.device, autocast: str) -> StreamRunner:
+def build_runner(streams: list[str], device: torch.device, autocast: str, channels_last: bool = True) -> StreamRunner:
+    """The TBN (RGB, Flow, Spec) or I3D two-stream model of ``streams``, random weights (seed 0), 97/300 heads."""
     torch.manual_seed(0)
     if STREAM_BACKBONE[streams[0]] == "tbn":
         model = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 97, 300)
     else:
         model = I3DTwoStream(97, 300)
-    return StreamRunner(model.eval(), device, autocast, channels_last=True)
+    return StreamRunner(model.eval(), device, autocast, channels_last=channels_last)
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def bench_video(workdir: Path, height: int, seconds: float, n_segments: int) -> tuple[VideoSpec, pd.DataFrame]:
+    """The generated clip + flow archive (:func:`make_inputs`) and ``n_segments`` 1-s segments spread over it."""
+    clip, flow, n_rgb = make_inputs(workdir, height, seconds)
+    starts = np.linspace(1, n_rgb - FPS, n_segments).astype(int)
+    segments = pd.DataFrame({"narration_id": [f"s{i}" for i in range(n_segments)], "start_frame": starts,
+                             "stop_frame": starts + FPS - 1})
+    spec = VideoSpec("P01_101", float(FPS), video_path=clip, flow_path=flow, decode_height=height,
+                     flow_stride=1, flow_dilation=1, audio=AudioConfig())
+    return spec, segments
+
+
+def first_batch(spec: VideoSpec, segments: pd.DataFrame, streams: list[str], size: int, clip_length: int,
+                positions: int, n_segments: int) -> dict[str, torch.Tensor]:
+    """The pipeline's inputs of the first ``n_segments`` segments: ``{stream: (n_segments, positions, ...)}``."""
+    pos = np.stack([segment_positions(int(a), int(b), positions) for a, b in
+                    segments[["start_frame", "stop_frame"]].to_numpy()])
+    ds = PositionDataset(spec, segments, pos, streams, size, clip_length)
+    return _collate([ds[i] for i in range(n_segments)])
+
+
+def measure(streams: list[str], device: torch.device, *, size: int = 96, clip_length: int = 8, segments: int = 40,
+            positions: int = 5, batch_size: int = 20, num_workers: int = 1, autocast: str = "bf16",
+            channels_last: bool = True, height: int = 128, seconds: float = 20.0,
+            workdir: Path | None = None) -> dict:
+    """Pipeline vs model-only segment positions/s of one backbone's ``streams`` (see the module docstring).
+
+    Returns a dict with seconds and positions/s of both rows, their ratio, the 1-min load average
+    before and after, and (CUDA) the peak GPU memory in GB.
+    """
+    if len({STREAM_BACKBONE[s] for s in streams}) != 1:
+        raise ValueError(f"streams of one backbone only, got {streams}")
+    workdir = workdir or Path(tempfile.gettempdir()) / "m3em_bench_extract"
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec, segs = bench_video(workdir, height, seconds, segments)
+    feats = FeaturesConfig(positions=positions, batch_size=batch_size, device=str(device),
+                           num_workers=num_workers, autocast=autocast, channels_last=channels_last)
+    runner = build_runner(streams, device, autocast, channels_last)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # warm-up (cudnn / oneDNN kernel selection) on one batch, also the batch the model-only row reuses
+    per_batch = max(1, batch_size // positions)
+    batch = first_batch(spec, segs, streams, size, clip_length, positions, min(per_batch, segments))
+    flat = {s: x.reshape(-1, *x.shape[2:]) for s, x in batch.items()}
+    if device.type == "cuda":
+        flat = {s: x.pin_memory() for s, x in flat.items()}
+    for s in streams:
+        runner(s, flat[s])
+    sync(device)
+    n_batches = -(-segments // per_batch)
+
+    def model_only() -> float:
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            for s in streams:
+                runner(s, flat[s])
+        sync(device)
+        return time.perf_counter() - t0
+
+    # model-only before and after the pipeline (mean), so load drift on a shared machine hits both rows
+    load0 = os.getloadavg()[0]
+    before = model_only()
+    t0 = time.perf_counter()
+    out, _ = extract(spec, segs, streams, runner, feats, size, clip_length)
+    sync(device)
+    pipe_s = time.perf_counter() - t0
+    model_s = (before + model_only()) / 2
+    load1 = os.getloadavg()[0]
+    if not all(np.isfinite(v.astype(np.float32)).all() for v in out.values()):
+        raise FloatingPointError(f"extraction of {'+'.join(streams)} gave non-finite features")
+    n_pos = segments * positions
+    result = {"streams": list(streams), "size": size, "height": height, "segments": segments, "positions": positions,
+              "batch_size": batch_size, "num_workers": num_workers,
+              "autocast": autocast if device.type == "cuda" else "none", "load_average": [load0, load1],
+              "model_only_s": model_s, "pipeline_s": pipe_s, "model_only_positions_per_s": n_pos / model_s,
+              "pipeline_positions_per_s": n_pos / pipe_s, "pipeline_over_model_only": model_s / pipe_s}
+    if device.type == "cuda":
+        result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,62 +189,20 @@ def main(argv: list[str] | None = None) -> None:
         p.error("streams of one backbone only")
     device = resolve_device(args.device)  # cuda without CUDA -> ConfigError, no fallback
     torch.set_num_threads(args.threads)
-    workdir = args.workdir or Path(tempfile.gettempdir()) / "m3em_bench_extract"
-    workdir.mkdir(parents=True, exist_ok=True)
-    clip, flow, n_rgb = make_inputs(workdir, args.height, args.seconds)
-
-    starts = np.linspace(1, n_rgb - FPS, args.segments).astype(int)
-    segments = pd.DataFrame({"narration_id": [f"s{i}" for i in range(args.segments)], "start_frame": starts,
-                             "stop_frame": starts + FPS - 1})
-    spec = VideoSpec("P01_101", float(FPS), video_path=clip, flow_path=flow, decode_height=args.height,
-                     flow_stride=1, flow_dilation=1, audio=AudioConfig())
-    feats = FeaturesConfig(positions=args.positions, batch_size=args.batch_size, device=args.device,
-                           num_workers=args.num_workers, autocast=args.autocast)
-    runner = build_runner(args.streams, device, args.autocast)
-
-    # warm-up (cudnn / oneDNN kernel selection) on one batch, also the batch the model-only row reuses
-    per_batch = max(1, args.batch_size // args.positions)
-    positions = np.stack([segment_positions(int(a), int(b), args.positions) for a, b in
-                          segments[["start_frame", "stop_frame"]].to_numpy()])
-    ds = PositionDataset(spec, segments, positions, args.streams, args.size, args.clip_length)
-    batch = _collate([ds[i] for i in range(per_batch)])
-    flat = {s: x.reshape(-1, *x.shape[2:]) for s, x in batch.items()}
-    if device.type == "cuda":
-        flat = {s: x.pin_memory() for s, x in flat.items()}
-    for s in args.streams:
-        runner(s, flat[s])
-    sync(device)
-
-    n_batches = -(-args.segments // per_batch)
-
-    def model_only() -> float:
-        t0 = time.perf_counter()
-        for _ in range(n_batches):
-            for s in args.streams:
-                runner(s, flat[s])
-        sync(device)
-        return time.perf_counter() - t0
-
-    # model-only before and after the pipeline (mean), so load drift on a shared machine hits both rows
-    load0 = os.getloadavg()[0]
-    before = model_only()
-    t0 = time.perf_counter()
-    out, _ = extract(spec, segments, args.streams, runner, feats, args.size, args.clip_length)
-    sync(device)
-    pipe_s = time.perf_counter() - t0
-    model_s = (before + model_only()) / 2
-    load1 = os.getloadavg()[0]
-    n_pos = args.segments * args.positions
+    r = measure(args.streams, device, size=args.size, clip_length=args.clip_length, segments=args.segments,
+                positions=args.positions, batch_size=args.batch_size, num_workers=args.num_workers,
+                autocast=args.autocast, height=args.height, seconds=args.seconds, workdir=args.workdir)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
+    load0, load1 = r["load_average"]
     print(f"\n{dev}; torch {torch.__version__}; streams {'+'.join(args.streams)}; input {args.size}; "
           f"video {args.height}p; {args.segments} segments x {args.positions} positions; batch {args.batch_size}; "
-          f"workers {args.num_workers}; threads {args.threads}; autocast {args.autocast if device.type == 'cuda' else 'none'}; "
+          f"workers {args.num_workers}; threads {args.threads}; autocast {r['autocast']}; "
           f"load average {load0:.1f} -> {load1:.1f}\n")
     print("| row | seconds | segment positions/s | ratio to model only |")
     print("|---|---|---|---|")
-    print(f"| model only (pre-loaded batch) | {model_s:.2f} | {n_pos / model_s:.1f} | 1.00 |")
-    print(f"| pipeline (decode + flow + audio + model) | {pipe_s:.2f} | {n_pos / pipe_s:.1f} | {model_s / pipe_s:.2f} |")
-    assert all(np.isfinite(v.astype(np.float32)).all() for v in out.values())
+    print(f"| model only (pre-loaded batch) | {r['model_only_s']:.2f} | {r['model_only_positions_per_s']:.1f} | 1.00 |")
+    print(f"| pipeline (decode + flow + audio + model) | {r['pipeline_s']:.2f} | {r['pipeline_positions_per_s']:.1f} | "
+          f"{r['pipeline_over_model_only']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from extractors.tvl1.video_pairs import gray_pairs
 from m3em.atomic import atomic_write_text
 
 
-def _measure(prev: np.ndarray, nxt: np.ndarray, threads: int, repeats: int) -> tuple[dict, float]:
+def measure(prev: np.ndarray, nxt: np.ndarray, threads: int, repeats: int) -> tuple[dict, float]:
     """Alternating opencv / torch runs at ``threads``; seconds per pair per run, EPE between outputs."""
     cv2.setNumThreads(threads)
     torch.set_num_threads(threads)
@@ -62,7 +62,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     results = {}
     for threads in args.threads:
-        results[threads] = _measure(prev, nxt, threads, args.repeats)
+        results[threads] = measure(prev, nxt, threads, args.repeats)
     load_end = os.getloadavg()[0]
 
     print(f"# TV-L1 CPU speed, {stamp}, {platform.machine()} with {os.cpu_count()} CPUs "

