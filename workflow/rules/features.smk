@@ -30,5 +30,5 @@ for _rule, _streams in extraction_jobs().items():
         conda:
             env("torch")
         shell:
-            "python -m extractors.extract --config \"$M3EM_CONFIG\" --video-id {wildcards.video} {params.args}"
+            "OMP_NUM_THREADS={threads} python -m extractors.extract --config \"$M3EM_CONFIG\" --video-id {wildcards.video} {params.args}"
             " > {log} 2>&1"

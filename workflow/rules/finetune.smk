@@ -26,5 +26,5 @@ rule finetune_backbone:
     # Several GPUs (profiles: set-resources finetune_backbone: gpu: N) -> torchrun, one process per GPU.
     shell:
         "L=python; if [ {resources.gpu} -gt 1 ]; then L='torchrun --standalone --nproc-per-node {resources.gpu}'; fi;"
-        " $L -m extractors.finetune --config \"$M3EM_CONFIG\" --backbone {wildcards.backbone}"
+        " OMP_NUM_THREADS={threads} $L -m extractors.finetune --config \"$M3EM_CONFIG\" --backbone {wildcards.backbone}"
         " --out {output.checkpoint} > {log} 2>&1"

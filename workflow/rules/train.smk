@@ -21,7 +21,9 @@ rule train_run:
         f"{LOGS}/train/{{model}}_{{method}}.log",
     benchmark:
         f"{BENCH}/train/{{model}}_{{method}}.tsv"
-    threads: 4
+    # One thread: on a laptop two small training runs side by side use the cores better than one
+    # run on two threads; SLURM profiles set more (set-threads). torch reads OMP_NUM_THREADS.
+    threads: 1
     resources:
         mem_mb=32000,
         runtime=720,
@@ -31,7 +33,7 @@ rule train_run:
     # Several GPUs (profiles: set-resources train_run: gpu: N) -> torchrun, one process per GPU.
     shell:
         "L=python; if [ {resources.gpu} -gt 1 ]; then L='torchrun --standalone --nproc-per-node {resources.gpu}'; fi;"
-        " $L -m m3em.train --config \"$M3EM_CONFIG\" --model {wildcards.model} --method {wildcards.method}"
+        " OMP_NUM_THREADS={threads} $L -m m3em.train --config \"$M3EM_CONFIG\" --model {wildcards.model} --method {wildcards.method}"
         " --out-dir {params.out_dir} --no-progress > {log} 2>&1"
 
 
@@ -46,7 +48,7 @@ rule predict_run:
         f"{LOGS}/predict/{{model}}_{{method}}/{{split}}.log",
     benchmark:
         f"{BENCH}/predict/{{model}}_{{method}}/{{split}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=60,
@@ -54,5 +56,5 @@ rule predict_run:
     conda:
         env("torch")
     shell:
-        "python -m m3em.predict --config \"$M3EM_CONFIG\" --checkpoint {input.model} --split {wildcards.split}"
+        "OMP_NUM_THREADS={threads} python -m m3em.predict --config \"$M3EM_CONFIG\" --checkpoint {input.model} --split {wildcards.split}"
         " --out {output} --no-progress > {log} 2>&1"
