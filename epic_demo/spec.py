@@ -167,9 +167,15 @@ SOURCE = DomainStyle(
     segment_seconds=(1.0, 2.4), gap_seconds=(0.2, 0.7),
     audio_noise=0.010, audio_lowpass_hz=9000.0, audio_gain=1.0, hum_hz=100.0, miss_rate=0.04,
 )
+# The target's look was first as far from the source as a colour + motion probe allows (a refitted
+# kitchen with tiles, gain 0.86, cast (0.86, 0.98, 1.16), noise 4.5): with randomly initialised
+# backbones (the demo has no pretrained weights) every source-only model then fell to chance on
+# target_val while scoring 55-77 % on source_val, so the report could not tell learning from
+# noise on the target. Same kitchen now (EPIC-100's extension re-recorded many EPIC-55 kitchens),
+# another camera two years later: darker, cooler, noisier, softer, 50 fps, another microphone.
 TARGET = DomainStyle(
-    name="target", fps=50, background=Background.TILES, gain=0.86, light_ramp=0.35, vignette=0.3, gamma=1.12,
-    colour_cast=(0.86, 0.98, 1.16), saturation=0.8, blur_sigma=0.003, noise_sigma=4.5,
+    name="target", fps=50, background=Background.WOOD, gain=0.9, light_ramp=0.25, vignette=0.22, gamma=1.08,
+    colour_cast=(0.9, 0.98, 1.1), saturation=0.85, blur_sigma=0.003, noise_sigma=3.5,
     segment_seconds=(0.8, 1.9), gap_seconds=(0.2, 0.7),
     audio_noise=0.025, audio_lowpass_hz=5500.0, audio_gain=0.8, hum_hz=150.0, miss_rate=0.09,
 )

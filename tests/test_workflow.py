@@ -28,8 +28,9 @@ def test_demo_dag_from_empty_directory(tmp_path):
     """Every job of the demo DAG is known before anything exists: one job per video per stage."""
     write_config(tmp_path, demo_config())
     counts = job_counts(snakemake(tmp_path, "--dry-run", "all", check=True))
-    videos = tiny_videos()
+    videos = tiny_videos(("source_train", "source_val", "target_train", "target_val", "target_test"))
     n_runs = 4 * 3  # models A-D x (source-only, TA3N, TA3N + M3EM)
+    n_eval = 2  # evaluate.splits: target_val and source_val (the domain gap)
     assert counts == {
         "demo_data": 1,
         "flow_video": len(videos),
@@ -39,10 +40,10 @@ def test_demo_dag_from_empty_directory(tmp_path):
         "finetune_backbone": 2,  # tbn, i3d
         "features_video": len(videos),  # one job per video writes its 7 streams
         "train_run": n_runs,
-        "predict_run": n_runs + 4,  # every run on target_val, the 4 ensemble members on target_test
-        "evaluate_run": n_runs,
-        "ensemble_scores": 3 + 1,  # three ensembles on target_val, the submitted one on target_test
-        "evaluate_ensemble": 3,
+        "predict_run": n_runs * n_eval + 4,  # every run on both, the 4 ensemble members on target_test
+        "evaluate_run": n_runs * n_eval,
+        "ensemble_scores": 3 * n_eval + 1,  # three ensembles on both, the submitted one on target_test
+        "evaluate_ensemble": 3 * n_eval,
         "submission_zip": 1,
         "check_submission": 1,
         "report_md": 1,
