@@ -66,7 +66,7 @@ from extractors.backbones.weights import CheckpointError, load_strict, read_chec
 from extractors.detections.config import CropsConfig
 from extractors.flow import FlowConfig
 from extractors.video import DecodeConfig, annotation_fps
-from m3em.annotations import SPLITS, AnnotationError, EpicAnnotations, split_path
+from m3em.annotations import AnnotationError, EpicAnnotations, video_segments
 from m3em.config import ConfigError, build_dataclass, load_config
 from m3em.features import feature_path, segment_positions, write_features
 
@@ -81,32 +81,6 @@ STREAM_BACKBONE: dict[str, str] = {
 
 # ---------------------------------------------------------------------------------------------
 # Segments
-
-
-def video_segments(ann: EpicAnnotations, video_id: str) -> pd.DataFrame:
-    """Every segment of ``video_id`` over all split files present (narration_id, start_frame, stop_frame)."""
-    parts = []
-    for split in SPLITS:
-        try:
-            path = split_path(ann.root, split)
-        except AnnotationError:
-            continue  # optional splits (source_val/test) may be absent
-        df = ann.split(split)
-        df = df[df["video_id"] == video_id]
-        if len(df):
-            parts.append(df[["narration_id", "start_frame", "stop_frame"]].assign(split=split, file=str(path)))
-    if not parts:
-        raise AnnotationError(f"{ann.root}: video {video_id!r} has no segment in any split file")
-    seg = pd.concat(parts, ignore_index=True)
-    dup = seg[seg.duplicated("narration_id", keep=False)]
-    for nid, g in dup.groupby("narration_id"):
-        if g[["start_frame", "stop_frame"]].drop_duplicates().shape[0] > 1:
-            raise AnnotationError(f"narration {nid!r} has different frames in {sorted(g['file'])}")
-    seg = seg.drop_duplicates("narration_id").sort_values(["start_frame", "narration_id"], kind="stable")
-    bad = seg[seg["stop_frame"] < seg["start_frame"]]
-    if len(bad):
-        raise AnnotationError(f"segment {bad.iloc[0]['narration_id']!r}: stop_frame < start_frame")
-    return seg.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -303,3 +303,34 @@ class EpicAnnotations:
         if video_id not in self.videos.index:
             raise AnnotationError(f"{self.root / VIDEO_INFO_FILE}: video {video_id!r} is not in the video table")
         return float(self.videos.at[video_id, "fps"])
+
+
+def video_segments(ann: EpicAnnotations, video_id: str) -> pd.DataFrame:
+    """Every segment of ``video_id`` over all split files present (narration_id, start_frame,
+    stop_frame, split, file), ordered by start frame then narration id, each narration id once.
+
+    The one rule for which segments a per-video feature file holds (every extracted stream and the
+    object stream), so a model can read any split of the video, whichever splits the run evaluates.
+    """
+    parts = []
+    for split in SPLITS:
+        try:
+            path = split_path(ann.root, split)
+        except AnnotationError:
+            continue  # optional splits (source_val/test) may be absent
+        df = ann.split(split)
+        df = df[df["video_id"] == video_id]
+        if len(df):
+            parts.append(df[["narration_id", "start_frame", "stop_frame"]].assign(split=split, file=str(path)))
+    if not parts:
+        raise AnnotationError(f"{ann.root}: video {video_id!r} has no segment in any split file")
+    seg = pd.concat(parts, ignore_index=True)
+    dup = seg[seg.duplicated("narration_id", keep=False)]
+    for nid, g in dup.groupby("narration_id"):
+        if g[["start_frame", "stop_frame"]].drop_duplicates().shape[0] > 1:
+            raise AnnotationError(f"narration {nid!r} has different frames in {sorted(g['file'])}")
+    seg = seg.drop_duplicates("narration_id").sort_values(["start_frame", "narration_id"], kind="stable")
+    bad = seg[seg["stop_frame"] < seg["start_frame"]]
+    if len(bad):
+        raise AnnotationError(f"segment {bad.iloc[0]['narration_id']!r}: stop_frame < start_frame")
+    return seg.reset_index(drop=True)

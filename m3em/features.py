@@ -164,6 +164,8 @@ class FeatureFile:
             raise FeatureFileError(f"{self.path}: {self.shape[0]} rows but {len(self.narration_ids)} narration ids")
         try:
             self.frames = np.asarray(frames, dtype=np.int64)
+            if self.frames.size == 0 and self.shape[0] == 0:
+                self.frames = self.frames.reshape(0, self.shape[1])  # JSON keeps no shape for an empty list
         except (TypeError, ValueError, OverflowError) as exc:
             raise FeatureFileError(f"{self.path}: metadata 'frames' is not a list of frame-number lists: {exc}") from exc
         if self.frames.shape != self.shape[:2]:

@@ -163,3 +163,15 @@ def test_rerun_removes_temporaries_of_a_killed_writer(tmp_path: Path) -> None:
         tmp.write_text("complete")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".P01_02.tar.tmp.keep.tar", "P01_01.tar"]
     assert target.read_text() == "complete"
+
+
+def test_a_file_without_segments_reads_back(tmp_path):
+    """A video with no segment of the run's splits gives an empty file that reads back (frames (0, P))."""
+    import numpy as np
+
+    from m3em.features import FeatureFile, write_features
+
+    path = tmp_path / "object" / "V.safetensors"
+    write_features(path, np.zeros((0, 5, 7), np.float16), [], np.zeros((0, 5), np.int64), stream="object", video_id="V")
+    ff = FeatureFile(path)
+    assert len(ff) == 0 and ff.frames.shape == (0, 5)

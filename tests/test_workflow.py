@@ -26,7 +26,7 @@ def test_lint_has_no_findings(tmp_path):
 
 def test_demo_dag_from_empty_directory(tmp_path):
     """Every job of the demo DAG is known before anything exists: one job per video per stage."""
-    write_config(tmp_path, demo_config())
+    write_config(tmp_path, demo_config(**{"evaluate.splits": ["target_val", "source_val"]}))
     counts = job_counts(snakemake(tmp_path, "--dry-run", "all", check=True))
     videos = tiny_videos(("source_train", "source_val", "target_train", "target_val", "target_test"))
     n_runs = 4 * 3  # models A-D x (source-only, TA3N, TA3N + M3EM)

@@ -25,7 +25,6 @@ CLI: ``python -m extractors.detections.object_features --config config.yaml --vi
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import pandas as pd
 from extractors.detections.config import DetectionsConfig, ObjectFeatureMode, section
 from extractors.detections.official import DetectionFileError, HandState
 from extractors.detections.table import DetectionTable, read_detection_table
-from m3em.annotations import EpicAnnotations
+from m3em.annotations import EpicAnnotations, video_segments
 from m3em.config import build_dataclass, load_config
 from m3em.features import segment_positions, write_features
 
@@ -88,16 +87,6 @@ def frame_vectors(
     return out[inverse].astype(np.float32)
 
 
-def video_segments(annotations: EpicAnnotations, splits: Sequence[str], video_id: str) -> pd.DataFrame:
-    """Segments of ``video_id`` in the given splits (``narration_id, start_frame, stop_frame``),
-    ordered by start frame then narration id; each narration id once."""
-    parts = [annotations.split(s, labelled=False) for s in dict.fromkeys(splits)]
-    df = pd.concat(parts, ignore_index=True)
-    df = df[df["video_id"] == video_id].drop_duplicates("narration_id")
-    return df.sort_values(["start_frame", "narration_id"])[["narration_id", "start_frame", "stop_frame"]].reset_index(
-        drop=True)
-
-
 def segment_features(
     table: DetectionTable, segments: pd.DataFrame, *, mode: ObjectFeatureMode, n_classes: int,
     score_threshold: float, n_positions: int, source: str = "<table>",
@@ -126,10 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     raw = load_config(args.config)
     cfg = build_dataclass(DetectionsConfig, section(raw, "detections", args.config), "detections")
     ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
-    splits = list(raw["data"]["splits"].values())
     n_classes = len(ann.nouns) if cfg.object_classes == "nouns" else int(cfg.object_classes)
     table = read_detection_table(args.detections, video_id=args.video_id)
-    segments = video_segments(ann, splits, args.video_id)
+    segments = video_segments(ann, args.video_id)
     of = cfg.object_features
     feats, frames = segment_features(table, segments, mode=of.mode, n_classes=n_classes,
                                      score_threshold=of.score_threshold, n_positions=of.n_positions,

@@ -7,7 +7,7 @@ object-detector scores of a Faster R-CNN trained on EPIC's object annotations: a
 ``RULSTM/dataset.py`` reads a value as ``np.frombuffer(value, 'float32')``.
 
 Frames taken: the same ``P`` TSN positions per segment as the detection-based object stream
-(:func:`extractors.detections.object_features.video_segments`,
+(:func:`m3em.annotations.video_segments`,
 :func:`m3em.features.segment_positions`), in annotation frame numbers; each is mapped to the 30 fps
 numbering by :func:`rulstm_frame`.
 
@@ -32,10 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from extractors.detections.config import DetectionsConfig, section
-from extractors.detections.object_features import video_segments
 from extractors.detections.official import DetectionFileError
 from extractors.video import annotation_fps
-from m3em.annotations import EpicAnnotations
+from m3em.annotations import EpicAnnotations, video_segments
 from m3em.config import build_dataclass, load_config
 from m3em.features import segment_positions, write_features
 
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = build_dataclass(DetectionsConfig, section(raw, "detections", args.config), "detections")
     ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
     fps = annotation_fps(args.video_id, ann.fps(args.video_id), raw["decode"]["annotation_fps"])
-    segments = video_segments(ann, list(raw["data"]["splits"].values()), args.video_id)
+    segments = video_segments(ann, args.video_id)
     feats, frames = segment_objects(args.lmdb, args.video_id, segments, fps=fps,
                                     n_positions=cfg.object_features.n_positions)
     write_features(args.out, feats, list(segments["narration_id"]), frames, stream="object", video_id=args.video_id,
