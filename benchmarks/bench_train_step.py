@@ -1,4 +1,4 @@
-"""Time one training step of TA3N (pooled 3072-d input) and TA3N+M3EM (spatial input) side by side.
+"""Time one training step of each method (m3em.methods; TA3N and TA3N+M3EM by default) side by side.
 
 Reference batch: 128 source + 207 target clips, P = 5 positions, RGB and Flow 1024x7x7 maps,
 audio 1024 vectors, 97 verbs / 300 nouns. A step = forward on source+target, the full TA3N loss,
@@ -6,7 +6,13 @@ backward, gradient clipping and the SGD step (what m3em.train does per iteration
 loading). ``--scale`` multiplies both batch sizes (e.g. 0.25 where memory is short; the result
 table says which was used).
 
-    python benchmarks/bench_train_step.py --threads 2 --steps 3 [--scale 1.0] [--device cuda]
+    python benchmarks/bench_train_step.py --threads 2 --steps 3 [--scale 1.0] [--device cuda] \
+        [--methods source_only,ta3n,ta3n_late,m3em_smr,m3em_cmc,m3em]
+
+The networks are model A's (``m3em.models.build_model``: RGB/Flow/Audio, branches RGB+Flow and
+audio, r = 16, K = 2, 256 latent channels). Methods with CMC read the 1024x7x7 maps; the others
+read the pooled vectors (pooling is their first operation, so the result is the same network on
+the same data, without the cost of averaging the maps).
 """
 
 from __future__ import annotations
@@ -18,18 +24,28 @@ import time
 
 import torch
 
-from m3em.models import M3EM, ActionModel, BranchSpec, DomainBetas, ModalitySpec, compute_losses
+from m3em.models import (
+    ActionModel,
+    BranchSpec,
+    DomainBetas,
+    Method,
+    ModalityConfig,
+    ModelConfig,
+    TA3NArchConfig,
+    build_model,
+    compute_losses,
+)
 
 
-def build(method: str, c: int, n_verbs: int, n_nouns: int, spatial: bool) -> ActionModel:
-    mods = [ModalitySpec("rgb", c, spatial), ModalitySpec("flow", c, spatial), ModalitySpec("audio", c, False)]
-    if method == "ta3n":
-        return ActionModel(mods, [BranchSpec("all", ("rgb", "flow", "audio"), 1.0)], n_verbs, n_nouns, num_frames=5,
-                           m3em=None, ta3n_kwargs={})
-    m3em = M3EM(mods, reduction=16, consensus_pair=("rgb", "flow") if spatial else None, cmc_latent_channels=256,
-                cmc_scales=2)
-    return ActionModel(mods, [BranchSpec("rgb_flow", ("rgb", "flow"), 1.0), BranchSpec("audio", ("audio",), 0.5)],
-                       n_verbs, n_nouns, num_frames=5, m3em=m3em, ta3n_kwargs={})
+def build(method: Method, c: int, n_verbs: int, n_nouns: int, spatial: bool) -> ActionModel:
+    cfg = ModelConfig(
+        modalities={"rgb": ModalityConfig("tbn_rgb", c), "flow": ModalityConfig("tbn_flow", c),
+                    "audio": ModalityConfig("tbn_audio", c)},
+        branches=(BranchSpec("rgb_flow", ("rgb", "flow"), 1.0), BranchSpec("audio", ("audio",), 0.5)),
+        consensus_pair=("rgb", "flow"), smr_reduction=16, cmc_scales=2, cmc_latent_channels=256,
+    )
+    return build_model(cfg, TA3NArchConfig(), method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=5, dropout_i=0.5,
+                       dropout_v=0.5, spatial={"rgb": spatial, "flow": spatial, "audio": False})
 
 
 def time_steps(model: ActionModel, inputs: dict, n_src: int, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
@@ -76,9 +92,10 @@ def main() -> None:
     b, c = bs + bt, 1024
     g = torch.Generator().manual_seed(0)
     results = {"device": args.device, "threads": args.threads, "batch_source": bs, "batch_target": bt}
-    for method in args.methods.split(","):
+    for name in args.methods.split(","):
+        method = Method(name)
         torch.manual_seed(0)
-        spatial = method == "m3em"
+        spatial = method.cmc
         model = build(method, c, 97, 300, spatial).to(device)
         shape = (b, 5, c, 7, 7) if spatial else (b, 5, c)
         inputs = {"rgb": torch.randn(shape, generator=g).to(device), "flow": torch.randn(shape, generator=g).to(device),
@@ -86,11 +103,12 @@ def main() -> None:
         times, cpu = time_steps(model, inputs, bs, args.steps, device)
         med = sorted(times)[len(times) // 2]
         cpu_med = sorted(cpu)[len(cpu) // 2]
-        results[method] = {"input": "pooled 3x1024 per position" if not spatial else "RGB/Flow 1024x7x7 + audio 1024",
+        results[name] = {"input": "pooled 3x1024 per position" if not spatial else "RGB/Flow 1024x7x7 + audio 1024",
                            "step_s_median": round(med, 3), "step_s_all": [round(t, 3) for t in times],
                            "step_cpu_s_median": round(cpu_med, 3),
                            "clips_per_s": round(b / med, 1),
-                           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+                           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                           "trainable_params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)}
         del model, inputs
     results["peak_rss_GB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     if "ta3n" in results and "m3em" in results:

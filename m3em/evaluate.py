@@ -2,13 +2,13 @@
 
 Usage::
 
-    python -m m3em.evaluate --config config.yaml --scores results/scores/A_ta3n_m3em/target_val.npz \\
-        --split target_val --out results/metrics/A_ta3n_m3em/target_val.json
+    python -m m3em.evaluate --config config.yaml --scores results/scores/A_m3em/target_val.npz \\
+        --split target_val --out results/metrics/A_m3em/target_val.json
 
 The metrics file (JSON, percentages like the official scorer prints them)::
 
     {"format": "m3em-metrics/1", "split": "target_val", "n_segments": N, "scores": "<path>",
-     "model": "A", "method": "ta3n_m3em", "name": "...", "top_k": [1, 5],
+     "model": "A", "method": "m3em", "name": "...", "top_k": [1, 5],
      "accuracy": {"verb": {"1": 55.1, "5": 80.2}, "noun": {...}, "action": {...}}}
 
 ``model``/``method``/``name`` come from the score file's meta (keys of the same names) unless
@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", type=Path, default=None, help="annotation directory (default: data.annotations_dir)")
     p.add_argument("--model", default=None, help="model label for the tables (A-D; default: scores meta 'model')")
     p.add_argument("--method", default=None,
-                   help="method label: source_only | ta3n | ta3n_m3em (default: scores meta 'method')")
+                   help="method label (m3em.methods.Method: source_only, ta3n, ..., m3em; default: scores meta 'method')")
     p.add_argument("--name", default=None, help="row label, e.g. an ensemble 'A+B' (default: scores meta 'name')")
     return p
 

@@ -1,7 +1,7 @@
 """Result tables in the report's layout, from metrics files of :mod:`m3em.evaluate`.
 
 * Table 1: one row per (model, method): source-only, TA3N and TA3N + M3EM for each of the models
-  A-D; columns top-1 and top-5 accuracy of verb, noun and action.
+  A-D (and the ablations of :mod:`m3em.methods` when ``workflow.methods`` trains them); columns top-1 and top-5 accuracy of verb, noun and action.
 * Table 2: one row per ensemble (``name`` of the metrics file, e.g. ``A+B``, ``A+B+C+D``), same
   columns.
 
@@ -23,11 +23,11 @@ import pandas as pd
 
 from m3em.atomic import atomic_write_text
 from m3em.evaluate import read_metrics
+from m3em.methods import METHOD_LABELS
 
-#: Method keys (score/metrics meta ``method``) in table order, with their display names.
-METHODS: dict[str, str] = {"source_only": "Source-only", "ta3n": "TA3N", "ta3n_m3em": "TA3N + M3EM"}
-#: Other spellings of a method key (``m3em.train``'s ``Method.M3EM`` value is ``m3em``).
-METHOD_ALIASES: dict[str, str] = {"m3em": "ta3n_m3em"}
+#: Method keys (score/metrics meta ``method``) in table order, with their display names
+#: (:data:`m3em.methods.METHOD_LABELS`, the one place they are defined).
+METHODS: dict[str, str] = {m.value: label for m, label in METHOD_LABELS.items()}
 MODELS: tuple[str, ...] = ("A", "B", "C", "D")
 TASKS: tuple[str, ...] = ("verb", "noun", "action")
 
@@ -57,8 +57,8 @@ def _common_split(records: Sequence[tuple[str, dict[str, Any]]]) -> str:
 def build_table1(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[int] = (1, 5)) -> pd.DataFrame:
     """Table 1 (models x methods) from ``(path, record)`` pairs.
 
-    Rows are ordered by model (A-D, then any other name) and method (source-only, TA3N,
-    TA3N + M3EM); combinations without a metrics file are left out. Every record needs ``model``
+    Rows are ordered by model (A-D, then any other name) and method (:class:`m3em.methods.Method`
+    order: source-only, TA3N, the ablations, TA3N + M3EM); combinations without a metrics file are left out. Every record needs ``model``
     and a known ``method``; two records for one row are an error.
     """
     if not records:
@@ -67,7 +67,6 @@ def build_table1(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[
     rows: dict[tuple[str, str], list[Any]] = {}
     for path, rec in records:
         model, method = rec.get("model"), rec.get("method")
-        method = METHOD_ALIASES.get(method, method)
         if not model:
             raise ValueError(f"{path}: no 'model' label (set it in the score meta or pass --model to m3em.evaluate)")
         if method not in METHODS:

@@ -1,4 +1,4 @@
-"""Train one model (A-D) with one method (source_only, ta3n, m3em) on the feature files.
+"""Train one model (A-D) with one method (:class:`m3em.methods.Method`) on the feature files.
 
     python -m m3em.train --config config.yaml --model A --method m3em --out-dir results/train/A_m3em \\
         [--max-steps N] [--resume] [--stop-after-epoch K]
@@ -9,7 +9,8 @@ reference schedule (lr divided by ``lr_decay`` at the 1-based epochs in ``lr_ste
 clipping, the DANN warm-up of the GRL coefficients. Writes into ``--out-dir``:
 
 * ``checkpoint.pt`` after every epoch (atomic; see :mod:`m3em.checkpoint`), used by ``--resume``;
-* ``metrics.csv``: one row per epoch (losses, domain accuracy, source and target-val top-1);
+* ``metrics.csv``: one row per epoch (losses, domain accuracy, source and target-val top-1, and
+  the M3EM instruments of :func:`m3em_instruments`: NaN for a method without SMR/CMC);
 * ``model.pt`` once training has finished (same format): the rule's output.
 
 Multi-GPU: ``torchrun --nproc-per-node G -m m3em.train ...`` runs DistributedDataParallel; each
@@ -56,6 +57,7 @@ from m3em.models import (
     TA3NArchConfig,
     build_model,
     compute_losses,
+    consensus_pool_weights,
     dann_coefficient,
     model_config,
 )
@@ -218,10 +220,11 @@ def architecture(model_name: str, method: Method, mcfg: ModelConfig, arch: TA3NA
         "method": method.value,
         "modalities": {n: [m.stream, m.channels] for n, m in mcfg.modalities.items()},
         "map_sizes": {n: list(s[2:]) if len(s) == 4 else [1, 1] for n, s in shapes.items()},
-        "branches": [[b.name, list(b.modalities)] for b in mcfg.branches] if method is Method.M3EM else [],
-        "consensus_pair": list(mcfg.consensus_pair) if (method is Method.M3EM and mcfg.consensus_pair) else None,
-        "smr_reduction": mcfg.smr_reduction if method is Method.M3EM else None,
-        "cmc": [mcfg.cmc_scales, mcfg.cmc_latent_channels] if method is Method.M3EM else None,
+        "branches": [[b.name, list(b.modalities)] for b in mcfg.branches] if method.late_fusion else [],
+        "consensus_pair": list(mcfg.consensus_pair) if (method.cmc and mcfg.consensus_pair) else None,
+        "smr_reduction": mcfg.smr_reduction if method.smr else None,
+        # combine/pooling add no parameters but change the function the weights were trained for.
+        "cmc": [mcfg.cmc_scales, mcfg.cmc_latent_channels, mcfg.cmc_combine, mcfg.cmc_pooling] if method.cmc else None,
         "ta3n": [arch.fc_dim, arch.num_bottleneck],
         "classes": [n_verbs, n_nouns],
         "positions": positions,
@@ -263,11 +266,79 @@ def top1(verb: torch.Tensor, noun: torch.Tensor, verb_labels: torch.Tensor, noun
     return (100 * v.float().mean().item(), 100 * n.float().mean().item(), 100 * (v & n).float().mean().item())
 
 
+#: The M3EM instruments (:func:`m3em_instruments`), in ``metrics.csv`` after the accuracies.
+INSTRUMENT_COLUMNS = (
+    "cmc_c_mean", "cmc_c_spread", "cmc_weight_entropy",
+    "smr_self_gate_mean", "smr_self_gate_std", "smr_cross_gate_mean", "smr_cross_gate_std",
+)
 METRIC_COLUMNS = (
     "epoch", "lr", "steps", "loss", "loss_y", "loss_adv", "loss_ent", "domain_acc",
     "source_verb_top1", "source_noun_top1", "source_action_top1",
-    "target_val_verb_top1", "target_val_noun_top1", "target_val_action_top1", "seconds",
+    "target_val_verb_top1", "target_val_noun_top1", "target_val_action_top1", *INSTRUMENT_COLUMNS, "seconds",
 )
+
+
+@torch.no_grad()
+def m3em_instruments(model: ActionModel, dataset, batch_size: int, device: torch.device,
+                     num_workers: int) -> dict[str, float]:
+    """What M3EM does on ``dataset`` (eval mode), averaged over every frame of every clip.
+
+    * ``cmc_c_mean``: mean of ``C`` over frames and positions.
+    * ``cmc_c_spread``: per frame, the standard deviation of ``C`` over the ``h x w`` positions
+      (population std), averaged over frames; 0 means pooling ignores where things are.
+    * ``cmc_weight_entropy``: per frame, the entropy (nats) of the normalised pooling weights
+      ``p = w / sum w`` with ``w = max(0, 1 + C)`` (:func:`m3em.models.consensus_pool_weights`),
+      divided by ``log(h w)``; averaged over frames. In ``[0, 1]``: 1 = uniform (global average
+      pooling), 0 = all weight on one position. For ``cmc_pooling: residual`` the same ``p``
+      describes where the weight goes (that pooling does not normalise).
+    * ``smr_{self,cross}_gate_{mean,std}``: mean and standard deviation over all gate values
+      (frames x channels x modalities) of SMR's self and cross gates.
+
+    Columns of a part the method does not have (no CMC, no SMR, no M3EM) are NaN.
+    """
+    out = dict.fromkeys(INSTRUMENT_COLUMNS, float("nan"))
+    if model.m3em is None or (model.m3em.smr is None and model.m3em.cmc is None):
+        return out
+    was_training = model.training
+    model.eval()
+    loader = make_loader(dataset, epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False), num_workers,
+                         pin_memory=device.type == "cuda")
+    # float64 running sums: value sum, square sum and count per quantity.
+    acc = {k: [0.0, 0.0, 0] for k in ("c", "c_spread", "entropy", "self", "cross")}
+
+    def add(key: str, x: torch.Tensor) -> None:
+        x = x.double()
+        acc[key][0] += x.sum().item()
+        acc[key][1] += (x * x).sum().item()
+        acc[key][2] += x.numel()
+
+    for inputs, _, _, _ in loader:
+        probe = model.probe(_to_device(inputs, device))
+        if probe.consensus is not None:
+            c = probe.consensus.flatten(1)  # (N, h*w)
+            add("c", c)
+            add("c_spread", c.std(dim=1, unbiased=False))
+            w = consensus_pool_weights(c)
+            p = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
+            ent = -torch.xlogy(p, p).sum(dim=1)
+            add("entropy", ent / math.log(c.shape[1]) if c.shape[1] > 1 else torch.zeros_like(ent))
+        for key, gates in (("self", probe.self_gates), ("cross", probe.cross_gates)):
+            for g in gates.values():
+                add(key, g)
+    model.train(was_training)
+
+    def mean(key: str) -> float:
+        s, _, n = acc[key]
+        return s / n if n else float("nan")
+
+    def std(key: str) -> float:
+        s, sq, n = acc[key]
+        return math.sqrt(max(sq / n - (s / n) ** 2, 0.0)) if n else float("nan")
+
+    out.update({"cmc_c_mean": mean("c"), "cmc_c_spread": mean("c_spread"), "cmc_weight_entropy": mean("entropy"),
+                "smr_self_gate_mean": mean("self"), "smr_self_gate_std": std("self"),
+                "smr_cross_gate_mean": mean("cross"), "smr_cross_gate_std": std("cross")})
+    return out
 
 
 def _write_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -314,7 +385,7 @@ def run_training(
     Args:
         cfg: the validated config mapping (read here, at the boundary, section by section).
         model_name: ``A``..``D`` (a key of ``models:``).
-        method: source_only | ta3n | m3em.
+        method: a :class:`Method` or its value (source_only, ta3n, ta3n_late, m3em_smr, m3em_cmc, m3em).
         out_dir: where checkpoint.pt, metrics.csv and model.pt go.
         max_steps: at most this many optimisation steps per epoch (quick runs, benchmarks).
         resume: continue from ``out_dir/checkpoint.pt`` when it exists (else start at epoch 1);
@@ -430,7 +501,9 @@ def run_training(
                 inputs = _to_device({k: torch.cat([s_in[k], t_in[k]]) for k in s_in}, device)
             s_verb, s_noun = s_verb.to(device), s_noun.to(device)
             out = net(inputs, betas)
-            lam_y, lam_d = (mcfg.lambda_y, mcfg.lambda_d) if method is Method.M3EM else (1.0, 1.0)
+            # The late-fusion methods share the M3EM model's loss weights, so the ablations differ
+            # from m3em only in SMR/CMC.
+            lam_y, lam_d = (mcfg.lambda_y, mcfg.lambda_d) if method.late_fusion else (1.0, 1.0)
             terms = compute_losses(out, n_src, s_verb, s_noun, gamma=tc.gamma, lambda_y=lam_y, lambda_d=lam_d)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
@@ -462,6 +535,10 @@ def run_training(
             idx_t = torch.as_tensor(idx, dtype=torch.long)
             row["target_val_verb_top1"], row["target_val_noun_top1"], row["target_val_action_top1"] = top1(
                 v_logits, n_logits, torch.tensor(val.verb)[idx_t], torch.tensor(val.noun)[idx_t])
+        if rank == 0:
+            # On target-val when it is evaluated each epoch, else on the source training clips.
+            row.update(m3em_instruments(model, val if val is not None else source, tc.batch_size_eval, device,
+                                        tc.num_workers))
         row["seconds"] = time.time() - t0
         rows.append(row)
         if rank == 0:
@@ -498,8 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m m3em.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="config.yaml (models:, train:, data:, inputs:)")
     p.add_argument("--model", required=True, help="model name, a key of models: (A, B, C, D)")
-    p.add_argument("--method", required=True, choices=[m.value for m in Method] + ["ta3n_m3em"],
-                   help="source_only | ta3n | m3em (ta3n_m3em is the same as m3em)")
+    p.add_argument("--method", required=True, choices=[m.value for m in Method], help=" | ".join(m.value for m in Method))
     p.add_argument("--out-dir", type=Path, required=True, help="run directory (checkpoint.pt, metrics.csv, model.pt)")
     p.add_argument("--max-steps", type=int, default=None, help="at most N optimisation steps per epoch")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt if it exists")

@@ -102,3 +102,19 @@ def test_epic100_overrides_give_a_valid_config() -> None:
     assert merged["demo"]["enabled"] is False
     assert merged["flow"]["tvl1"]["max_iterations"] == 300 and merged["flow"]["tvl1"]["tau"] == 0.25
     assert merged["train"]["batch_size_target"] == 207
+
+
+def test_method_names_and_cmc_options_are_checked() -> None:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert cfg["workflow"]["methods"] == ["source_only", "ta3n", "m3em"]  # the report's Table 1 rows
+    for method in ("ta3n_late", "m3em_smr", "m3em_cmc"):
+        cfg["workflow"]["methods"] = ["m3em", method]
+        validate_config(cfg)
+    cfg["workflow"]["methods"] = ["ta3n_m3em"]  # one spelling per method: the old run name is gone
+    with pytest.raises(ConfigError, match=r"workflow.methods.0: 'ta3n_m3em' is not one of"):
+        validate_config(cfg)
+    cfg["workflow"]["methods"] = ["m3em"]
+    cfg["models"]["A"]["cmc_combine"] = "max"
+    cfg["models"]["A"]["cmc_pooling"] = "normalized"
+    with pytest.raises(ConfigError, match=r"models.A.cmc_combine: 'max' is not one of.*\n.*models.A.cmc_pooling"):
+        validate_config(cfg)

@@ -43,12 +43,12 @@ def test_evaluate_cli_known_accuracies(tmp_path, cfg_path, epic_slice):
     verb, noun = _known_scores(labels, 30, 20)
     order = np.random.default_rng(0).permutation(n)  # score rows in another order than the split
     write_scores(tmp_path / "s.npz", labels["narration_id"].to_numpy()[order], verb[order], noun[order],
-                 {"model": "A", "method": "ta3n_m3em"})
+                 {"model": "A", "method": "m3em"})
     out = tmp_path / "m.json"
     assert evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), "--split", "target_val",
                           "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
-    assert rec["n_segments"] == n and rec["model"] == "A" and rec["method"] == "ta3n_m3em"
+    assert rec["n_segments"] == n and rec["model"] == "A" and rec["method"] == "m3em"
     acc = rec["accuracy"]
     assert acc["verb"] == {"1": pytest.approx(100 * 30 / n), "5": 100.0}
     assert acc["noun"] == {"1": pytest.approx(100 * 20 / n), "5": 100.0}
@@ -78,12 +78,12 @@ def _rec(model, method, v1, split="target_val", name=None):
 
 def test_table1_layout_and_order(tmp_path):
     recs = [(f"{m}{k}", _rec(m, k, i)) for i, (m, k) in enumerate(
-        [("B", "ta3n"), ("A", "ta3n_m3em"), ("A", "source_only"), ("A", "ta3n"), ("D", "ta3n_m3em")])]
+        [("B", "ta3n"), ("A", "m3em"), ("A", "source_only"), ("A", "ta3n"), ("D", "m3em"), ("A", "ta3n_late")])]
     df = tables.build_table1(recs)
     assert list(df.columns) == ["Model", "Method", "Verb top-1", "Noun top-1", "Action top-1",
                                 "Verb top-5", "Noun top-5", "Action top-5"]
-    assert df[["Model", "Method"]].values.tolist() == [["A", "Source-only"], ["A", "TA3N"], ["A", "TA3N + M3EM"],
-                                                      ["B", "TA3N"], ["D", "TA3N + M3EM"]]
+    assert df[["Model", "Method"]].values.tolist() == [["A", "Source-only"], ["A", "TA3N"], ["A", "TA3N late fusion"],
+                                                      ["A", "TA3N + M3EM"], ["B", "TA3N"], ["D", "TA3N + M3EM"]]
     md = tables.to_markdown(df, "Table 1")
     assert "| A | TA3N + M3EM | 1.00 | 1.00 | 1.00 | 11.00 | 11.00 | 11.00 |" in md
     assert "|---|---|---:|---:|---:|---:|---:|---:|" in md  # text left, numbers right
@@ -98,8 +98,9 @@ def test_table1_layout_and_order(tmp_path):
         tables.build_table1(recs + [("x", _rec("C", "ta3n", 0, split="source_val"))])
     with pytest.raises(ValueError, match="method"):
         tables.build_table1([("x", _rec("C", "dann", 0))])
-    # m3em.train / m3em.predict call the M3EM method "m3em": same row as "ta3n_m3em".
-    assert tables.build_table1([("x", _rec("C", "m3em", 0))])["Method"].tolist() == ["TA3N + M3EM"]
+    # One spelling per method: the old run name "ta3n_m3em" is not a method.
+    with pytest.raises(ValueError, match="method 'ta3n_m3em'"):
+        tables.build_table1([("x", _rec("C", "ta3n_m3em", 0))])
 
 
 def test_table2_ensembles():

@@ -15,7 +15,7 @@ def _arrays(n=6, seed=0):
 
 def test_round_trip(tmp_path):
     ids, v, n = _arrays()
-    write_scores(tmp_path / "a.npz", ids, v, n, {"model": "A", "method": "ta3n_m3em", "split": "target_val"})
+    write_scores(tmp_path / "a.npz", ids, v, n, {"model": "A", "method": "m3em", "split": "target_val"})
     s = read_scores(tmp_path / "a.npz", n_verbs=97, n_nouns=300)
     assert s.narration_ids == tuple(ids)
     np.testing.assert_allclose(s.verb, v.astype(np.float32))

@@ -16,7 +16,7 @@ from m3em.checkpoint import CheckpointError, load_checkpoint
 from m3em.config import ConfigError
 from m3em.predict import run_prediction
 from m3em.scores import read_scores
-from m3em.train import METRIC_COLUMNS, TrainingError, main, run_training
+from m3em.train import INSTRUMENT_COLUMNS, METRIC_COLUMNS, TrainingError, main, run_training
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,31 @@ def test_deterministic_for_a_fixed_seed(tiny, tmp_path):
     cfg["train"]["seed"] = 2
     three = run_training(cfg, "D", "ta3n", tmp_path / "three", progress=False)
     assert not states_equal(load_checkpoint(one)["model"], load_checkpoint(three)["model"])
+
+
+def _rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("method", ["m3em", "m3em_cmc", "ta3n_late", "ta3n"])
+def test_m3em_instruments_in_metrics(tiny, tmp_path, method):
+    root, cfg = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 1
+    run_training(cfg, "D", method, tmp_path / method, max_steps=1, progress=False)
+    (row,) = _rows(tmp_path / method / "metrics.csv")
+    assert set(INSTRUMENT_COLUMNS) <= set(row)
+    values = {k: float(row[k]) for k in INSTRUMENT_COLUMNS}
+    has_smr, has_cmc = method == "m3em", method in ("m3em", "m3em_cmc")
+    for k, v in values.items():
+        assert np.isfinite(v) == (has_smr if k.startswith("smr_") else has_cmc), (k, v)
+    if has_cmc:
+        assert 0 < values["cmc_weight_entropy"] <= 1 and values["cmc_c_spread"] > 0
+    if has_smr:
+        for k in ("smr_self_gate_mean", "smr_cross_gate_mean"):
+            assert 0 < values[k] < 1
+        assert values["smr_self_gate_std"] > 0
 
 
 def test_predict_labelled_and_unlabelled_splits(tiny, tmp_path):
@@ -150,7 +175,7 @@ def test_cli_reports_errors_with_exit_code(tiny, tmp_path, capsys):
     bad["train"]["features_dir"] = str(tmp_path / "missing")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(bad))
-    rc = main(["--config", str(path), "--model", "A", "--method", "ta3n_m3em", "--out-dir", str(tmp_path / "o"),
+    rc = main(["--config", str(path), "--model", "A", "--method", "m3em", "--out-dir", str(tmp_path / "o"),
                "--no-progress"])
     assert rc == 2
     assert "feature file not found" in capsys.readouterr().err

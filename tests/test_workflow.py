@@ -51,7 +51,7 @@ def test_demo_dag_from_empty_directory(tmp_path):
 
 
 def test_stage_targets_and_model_subset(tmp_path):
-    cfg = demo_config(**{"workflow.models": ["A"], "workflow.methods": ["ta3n_m3em"],
+    cfg = demo_config(**{"workflow.models": ["A"], "workflow.methods": ["m3em"],
                          "ensemble.combinations": [{"name": "A", "members": ["A"], "weights": [1.0]}],
                          "submission.ensemble": "A"})
     write_config(tmp_path, cfg)
@@ -64,6 +64,19 @@ def test_stage_targets_and_model_subset(tmp_path):
     assert counts["train_run"] == 1 and counts["finetune_backbone"] == 1  # TBN only
     assert counts["features_video"] == 3 * n
     assert "detections_official" not in counts and "object_features_video" not in counts  # A needs no boxes
+
+
+def test_workflow_methods_add_the_ablations(tmp_path):
+    methods = ["source_only", "ta3n", "ta3n_late", "m3em_smr", "m3em_cmc", "m3em"]
+    cfg = demo_config(**{"workflow.models": ["D"], "workflow.methods": methods, "workflow.ensemble_method": "m3em",
+                         "ensemble.combinations": [{"name": "D", "members": ["D"], "weights": [1.0]}],
+                         "submission.ensemble": "D"})
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", "all", check=True)
+    counts = job_counts(proc)
+    assert counts["train_run"] == counts["evaluate_run"] == 6
+    for method in methods:
+        assert f"results/train/D_{method}/model.pt" in proc.stdout
 
 
 def test_video_wildcard_is_pinned_to_epic_ids(tmp_path):

@@ -120,8 +120,8 @@ def test_model_config_change_reruns_that_model_and_dependants_only(demo_run):
     changed = _changed_config(workdir, "lambda.yaml", **{"models.A.lambda_d": 2.0})
     proc = snakemake(workdir, "-n", "all", "--configfile", changed, check=True)
     assert job_counts(proc) == {
-        "train_run": 3,  # A x (source_only, ta3n, ta3n_m3em)
-        "predict_run": 3 + 1,  # A's runs on target_val, A_ta3n_m3em on target_test
+        "train_run": 3,  # A x (source_only, ta3n, m3em)
+        "predict_run": 3 + 1,  # A's runs on target_val, A_m3em on target_test
         "evaluate_run": 3,
         "ensemble_scores": 3 + 1,  # every ensemble contains A
         "evaluate_ensemble": 3,

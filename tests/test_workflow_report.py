@@ -72,14 +72,14 @@ def test_report_end_to_end(tmp_path, epic_slice):
 
     metrics = [
         _metrics(tmp_path / "m" / "A_source_only.json", model="A", method="source_only", verb=40.0),
-        _metrics(tmp_path / "m" / "A_ta3n_m3em.json", model="A", method="ta3n_m3em", verb=55.5),
+        _metrics(tmp_path / "m" / "A_m3em.json", model="A", method="m3em", verb=55.5),
         _metrics(tmp_path / "m" / "ens.json", model="A+B", method="ensemble", name="A+B", verb=60.25),
     ]
-    train_csv = tmp_path / "train" / "A_ta3n_m3em" / "metrics.csv"
+    train_csv = tmp_path / "train" / "A_m3em" / "metrics.csv"
     train_csv.parent.mkdir(parents=True)
     pd.DataFrame({"epoch": [1, 2, 3], "loss": [2.0, 1.5, 1.0], "val_verb_top1": [20.0, 30.0, 40.0]}).to_csv(
         train_csv, index=False)
-    _bench(tmp_path / "bench" / "train" / "A_ta3n_m3em.tsv", 12.5, 200.0, 20.0)
+    _bench(tmp_path / "bench" / "train" / "A_m3em.tsv", 12.5, 200.0, 20.0)
 
     cfg = tmp_path / "config.yaml"
     with open(REPO_CONFIG, encoding="utf-8") as fh:
@@ -97,7 +97,7 @@ def test_report_end_to_end(tmp_path, epic_slice):
     assert "| A | Source-only | 40.00" in text and "| A | TA3N + M3EM | 55.50" in text
     assert "| A+B | 60.25" in text
     assert "| train | 1 | 12.5 | 20.0 | 200 | 200 |" in text
-    for png in ("training_A_ta3n_m3em.png", "per_class_ensemble_A+B_target_val.png"):
+    for png in ("training_A_m3em.png", "per_class_ensemble_A+B_target_val.png"):
         assert (figures / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](report/{png})" in text
 

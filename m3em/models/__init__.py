@@ -8,43 +8,32 @@ channels), late-fusion branches, the CMC pair, SMR/CMC sizes, loss weights and m
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from m3em.config import ConfigError, build_dataclass
 from m3em.features import SPATIAL_STREAMS, STREAMS
+from m3em.methods import METHOD_LABELS, Method
 from m3em.models.m3em import (
     M3EM,
     ActionModel,
     BranchSpec,
     LossTerms,
+    M3EMProbe,
     ModalitySpec,
     ModelOutput,
     compute_losses,
+    consensus_pool_weights,
     consensus_weighted_pool,
 )
 from m3em.models.ta3n import TA3N, DomainBetas, TA3NOutput, dann_coefficient, load_reference_checkpoint
 
 __all__ = [
-    "M3EM", "TA3N", "ActionModel", "BranchSpec", "DomainBetas", "LossTerms", "Method", "ModalityConfig",
-    "ModalitySpec", "ModelConfig", "ModelOutput", "TA3NArchConfig", "TA3NOutput", "build_model",
-    "compute_losses", "consensus_weighted_pool", "dann_coefficient", "load_reference_checkpoint",
-    "model_config",
+    "M3EM", "METHOD_LABELS", "TA3N", "ActionModel", "BranchSpec", "DomainBetas", "LossTerms", "M3EMProbe", "Method",
+    "ModalityConfig", "ModalitySpec", "ModelConfig", "ModelOutput", "TA3NArchConfig", "TA3NOutput", "build_model",
+    "compute_losses", "consensus_pool_weights", "consensus_weighted_pool", "dann_coefficient",
+    "load_reference_checkpoint", "model_config",
 ]
-
-
-class Method(str, enum.Enum):
-    """How a model is trained."""
-
-    SOURCE_ONLY = "source_only"  # TA3N network, every domain term off
-    TA3N = "ta3n"  # TA3N on early-fused (concatenated, pooled) modalities
-    M3EM = "m3em"  # M3EM + late fusion of TA3N branches
-
-    @classmethod
-    def _missing_(cls, value: object) -> Method | None:
-        # The workflow names the M3EM runs "ta3n_m3em" (TA3N + M3EM, the paper's table row).
-        return cls.M3EM if value == "ta3n_m3em" else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +62,11 @@ class ModelConfig:
     smr_reduction: int = 16
     cmc_scales: int = 2
     cmc_latent_channels: int = 256
+    cmc_combine: Literal["sum", "mean"] = "sum"  # C = sum (the report) or mean of the per-scale maps
+    cmc_pooling: Literal["normalised", "residual"] = "normalised"  # see consensus_weighted_pool
     lambda_y: float = 1.0
     lambda_d: float = 1.0
-    methods: tuple[str, ...] = ("source_only", "ta3n", "m3em")
+    methods: tuple[str, ...] = tuple(m.value for m in Method)
 
     def check(self, where: str) -> None:
         """Cross-field checks the schema cannot express; raise :class:`ConfigError` naming the key."""
@@ -95,7 +86,8 @@ class ModelConfig:
                 if self.modalities[m].stream not in SPATIAL_STREAMS:
                     raise ConfigError(f"{where}.consensus_pair: {m!r} reads a vector stream ({self.modalities[m].stream})")
         for m in self.methods:
-            Method(m)
+            if m not in {x.value for x in Method}:
+                raise ConfigError(f"{where}.methods: unknown method {m!r}; known: {[x.value for x in Method]}")
 
 
 def model_config(models_section: Mapping[str, Any], name: str) -> tuple[ModelConfig, TA3NArchConfig]:
@@ -123,10 +115,17 @@ def build_model(
 ) -> ActionModel:
     """The network for ``method``.
 
+    ``source_only``/``ta3n``: one TA3N branch over all modalities, average pooled and concatenated.
+    The late-fusion methods (``ta3n_late``, ``m3em_smr``, ``m3em_cmc``, ``m3em``): one TA3N branch
+    per ``cfg.branches`` entry behind an :class:`M3EM` module whose SMR and CMC are on or off as
+    the method says (:mod:`m3em.methods`); with both off the module has no parameters and the
+    branches see ``concat(f, f)`` per modality, so their shapes equal ``m3em``'s.
+
     Args:
         spatial: per modality, whether its inputs have maps larger than 1x1 (False for vector
             streams and for the official pooled features). CMC needs both members of the
-            consensus pair spatial; otherwise it is skipped.
+            consensus pair spatial; otherwise ``m3em`` skips it (pooled inputs) and ``m3em_cmc``,
+            which would then equal ``ta3n_late``, is an error.
     """
     modalities = [ModalitySpec(n, m.channels, bool(spatial[n])) for n, m in cfg.modalities.items()]
     ta3n_kwargs = dict(
@@ -136,16 +135,21 @@ def build_model(
         dropout_v=dropout_v,
         domain_adaptation=method is not Method.SOURCE_ONLY,
     )
-    if method is Method.M3EM:
-        pair = cfg.consensus_pair
+    if method.late_fusion:
+        pair = cfg.consensus_pair if method.cmc else None
         if pair is not None and not all(spatial[m] for m in pair):
             pair = None  # pooled inputs (1x1 maps): the consensus sub-module is skipped
+        if method is Method.M3EM_CMC and pair is None:
+            raise ConfigError(f"method {method.value}: CMC needs a consensus_pair of spatial modalities "
+                              f"(consensus_pair = {cfg.consensus_pair}, spatial = {dict(spatial)})")
         m3em = M3EM(
             modalities,
-            reduction=cfg.smr_reduction,
+            reduction=cfg.smr_reduction if method.smr else None,
             consensus_pair=pair,
             cmc_latent_channels=cfg.cmc_latent_channels,
             cmc_scales=cfg.cmc_scales,
+            cmc_combine=cfg.cmc_combine,
+            cmc_pooling=cfg.cmc_pooling,
         )
         branches = list(cfg.branches)
     else:

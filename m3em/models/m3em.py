@@ -11,11 +11,13 @@ features and TA3N and works per sampled frame:
 * **CMC** (Cross-Modality Consensus), for the spatial pair (RGB, Flow): 1x1 convs map ``Fr_R``
   and ``Fr_F`` into one latent space; both are downsampled by 2 repeatedly (scales ``k = 0..K``);
   at each scale the per-position cosine similarity gives ``C^k``, upsampled to ``h x w``; ``C`` is
-  the mean over scales; each modality is pooled with :func:`consensus_weighted_pool`.
+  their sum (``cmc_combine: sum``, the report's "summed together to form a consensus map") or
+  mean; each modality is pooled with :func:`consensus_weighted_pool` (``cmc_pooling``).
   Other modalities are globally average pooled.
 * **Late fusion**: one TA3N branch per group of modalities (RGB+Flow, Audio, Object), scores
   fused as ``sum_b w_b s_b / sum_b w_b``.
 
+The ablations (:mod:`m3em.methods`) switch SMR and/or CMC off inside the same module and branches.
 The ``ta3n`` and ``source_only`` methods use the same :class:`ActionModel` without M3EM: every
 modality is average pooled and concatenated (the reference's early fusion, 3072-d for
 RGB+Flow+Audio) into a single TA3N branch.
@@ -104,23 +106,46 @@ class SemanticMutualRefinement(nn.Module):
         return out
 
 
-def consensus_weighted_pool(features: torch.Tensor, consensus: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Pool a map with the consensus weights: ``sum_ij (1 + C_ij) F_ij / sum_ij (1 + C_ij)``.
+#: ``cmc_combine``: how the per-scale maps ``C^k`` (each in ``[-1, 1]``) become ``C``.
+CMC_COMBINE = ("sum", "mean")
+#: ``cmc_pooling``: how ``C`` weights the positions (see :func:`consensus_weighted_pool`).
+CMC_POOLING = ("normalised", "residual")
 
-    This normalisation (a weighted average with the residual term ``1 + C``, so weights lie in
-    ``[0, 2]`` and never all vanish unless the modalities disagree everywhere) is our reading of
-    the M3EM report; it is kept here, in one place. ``C = 0`` everywhere gives plain global
-    average pooling.
 
-    Args:
-        features: ``(N, C, h, w)``.
-        consensus: ``(N, h, w)`` in ``[-1, 1]``.
+def consensus_pool_weights(consensus: torch.Tensor) -> torch.Tensor:
+    """The non-negative position weights ``w = max(0, 1 + C)`` of the normalised pooling; ``(N, h, w)``.
 
-    Returns:
-        ``(N, C)``.
+    With ``cmc_combine: mean`` ``C`` lies in ``[-1, 1]`` and the clamp never acts. With ``sum``
+    over ``K + 1`` scales ``C`` lies in ``[-(K+1), K+1]``: a position where the modalities
+    disagree (``C < -1``) gets weight 0 instead of a negative weight, which would make the
+    "weighted average" leave the convex hull of the features (and could cancel the denominator).
     """
-    weights = (1.0 + consensus).unsqueeze(1)  # (N, 1, h, w)
-    return (features * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + eps)
+    return (1.0 + consensus).clamp(min=0.0)
+
+
+def consensus_weighted_pool(features: torch.Tensor, consensus: torch.Tensor, pooling: str = "normalised") -> torch.Tensor:
+    """Pool a map ``(N, c, h, w)`` with the consensus ``C (N, h, w)`` into ``(N, c)``.
+
+    ``pooling``:
+
+    * ``normalised`` (default, our reading of the report): a weighted average
+      ``sum_ij w_ij F_ij / max(1, sum_ij w_ij)`` with ``w = max(0, 1 + C)``
+      (:func:`consensus_pool_weights`). Guard: the denominator is at least 1 (one position's
+      full weight), so when the modalities disagree almost everywhere (``sum w -> 0``, possible
+      with ``cmc_combine: sum``) the output shrinks towards 0 instead of dividing by ~0; where
+      ``sum w >= 1`` (always, unless ``C <= -1 + 1/(hw)`` nearly everywhere) it is the exact
+      weighted average. ``C = 0`` gives global average pooling.
+    * ``residual``: the un-normalised ``mean_ij (1 + C_ij) F_ij`` (global average pooling of
+      ``(1 + C) * F``); no denominator, no clamp, ``|out| <= max|1 + C| mean|F|``.
+
+    Kept in one place: every consensus pooling (training, prediction, benchmarks) calls this.
+    """
+    if pooling == "normalised":
+        w = consensus_pool_weights(consensus).unsqueeze(1)  # (N, 1, h, w)
+        return (features * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp(min=1.0)
+    if pooling == "residual":
+        return (features * (1.0 + consensus).unsqueeze(1)).mean(dim=(2, 3))
+    raise ValueError(f"cmc_pooling: {pooling!r} is not one of {list(CMC_POOLING)}")
 
 
 class CrossModalityConsensus(nn.Module):
@@ -130,17 +155,27 @@ class CrossModalityConsensus(nn.Module):
         channels_a, channels_b: channels of the two refined maps (``2c`` after SMR).
         latent_channels: size of the shared latent space of the 1x1 convs.
         num_scales: ``K``; scales ``k = 0..K`` (each a further 2x average-pool downsampling).
+        combine: ``sum`` (the report: the upsampled maps are "summed together to form a
+            consensus map", ``C`` in ``[-(K+1), K+1]``) or ``mean`` (``C`` in ``[-1, 1]``).
+        pooling: ``normalised`` or ``residual`` (:func:`consensus_weighted_pool`).
 
     Shapes:
-        ``consensus(a (N, Ca, h, w), b (N, Cb, h, w))`` -> ``C (N, h, w)`` in ``[-1, 1]``;
+        ``consensus(a (N, Ca, h, w), b (N, Cb, h, w))`` -> ``C (N, h, w)``;
         ``forward(a, b)`` -> ``(pooled_a (N, Ca), pooled_b (N, Cb), C (N, h, w))``.
     """
 
-    def __init__(self, channels_a: int, channels_b: int, latent_channels: int, num_scales: int) -> None:
+    def __init__(self, channels_a: int, channels_b: int, latent_channels: int, num_scales: int,
+                 combine: str = "sum", pooling: str = "normalised") -> None:
         super().__init__()
+        if combine not in CMC_COMBINE:
+            raise ValueError(f"cmc_combine: {combine!r} is not one of {list(CMC_COMBINE)}")
+        if pooling not in CMC_POOLING:
+            raise ValueError(f"cmc_pooling: {pooling!r} is not one of {list(CMC_POOLING)}")
         self.proj_a = nn.Conv2d(channels_a, latent_channels, kernel_size=1)
         self.proj_b = nn.Conv2d(channels_b, latent_channels, kernel_size=1)
         self.num_scales = num_scales
+        self.combine = combine
+        self.pooling = pooling
 
     @staticmethod
     def project(conv: nn.Conv2d, x: torch.Tensor, gates: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -165,7 +200,8 @@ class CrossModalityConsensus(nn.Module):
 
     def consensus_from_latent(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
         """``C (N, h, w)`` from the two latent maps ``(N, h, w, L)``: cosine per position at scales
-        ``k = 0..K`` (2x average pooling each), upsampled bilinearly to ``h x w``, averaged."""
+        ``k = 0..K`` (2x average pooling each), upsampled bilinearly to ``h x w``, then summed or
+        averaged (``combine``)."""
         if za.shape[1:3] != zb.shape[1:3]:
             raise ValueError(f"CMC needs maps of one size, got {tuple(za.shape[1:3])} and {tuple(zb.shape[1:3])}")
         h, w = za.shape[1:3]
@@ -180,15 +216,30 @@ class CrossModalityConsensus(nn.Module):
             if c.shape[1:] != (h, w):
                 c = F.interpolate(c.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
             maps.append(c)
-        return torch.stack(maps, dim=0).mean(dim=0)
+        stacked = torch.stack(maps, dim=0)
+        return stacked.sum(dim=0) if self.combine == "sum" else stacked.mean(dim=0)
 
     def consensus(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``C (N, h, w)`` in ``[-1, 1]`` from the refined maps ``a (N, Ca, h, w)``, ``b (N, Cb, h, w)``."""
+        """``C (N, h, w)`` from the refined maps ``a (N, Ca, h, w)``, ``b (N, Cb, h, w)``."""
         return self.consensus_from_latent(self.project(self.proj_a, a), self.project(self.proj_b, b))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.consensus(a, b)
-        return consensus_weighted_pool(a, c), consensus_weighted_pool(b, c), c
+        return consensus_weighted_pool(a, c, self.pooling), consensus_weighted_pool(b, c, self.pooling), c
+
+
+@dataclasses.dataclass
+class M3EMProbe:
+    """What M3EM computed for ``N`` frames, for the training instruments (detached).
+
+    Attributes:
+        self_gates, cross_gates: ``{modality: (N, c)}`` SMR gates; empty when SMR is off.
+        consensus: ``C (N, h, w)`` of the consensus pair, or None when CMC is off.
+    """
+
+    self_gates: dict[str, torch.Tensor]
+    cross_gates: dict[str, torch.Tensor]
+    consensus: torch.Tensor | None
 
 
 class M3EM(nn.Module):
@@ -196,9 +247,13 @@ class M3EM(nn.Module):
 
     Args:
         modalities: all modalities of the model.
-        reduction: SMR bottleneck ratio ``r``.
-        consensus_pair: the two spatial modalities for CMC, or None to skip CMC (pooled inputs).
-        cmc_latent_channels, cmc_scales: CMC sizes.
+        reduction: SMR bottleneck ratio ``r``; None turns SMR off: both gates are 1, so
+            ``Fr = concat(F, F)`` keeps ``2c`` channels and every downstream layer (CMC's 1x1
+            convs, the TA3N branches) has the same shape as with SMR.
+        consensus_pair: the two spatial modalities for CMC, or None to skip CMC (pooled inputs,
+            or the ``ta3n_late`` / ``m3em_smr`` methods).
+        cmc_latent_channels, cmc_scales, cmc_combine, cmc_pooling: CMC's settings
+            (:class:`CrossModalityConsensus`).
 
     Shapes:
         ``forward({name: (N, c, h, w)})`` -> ``{name: (N, 2c)}`` per-frame vectors.
@@ -208,38 +263,84 @@ class M3EM(nn.Module):
         self,
         modalities: Sequence[ModalitySpec],
         *,
-        reduction: int,
+        reduction: int | None,
         consensus_pair: tuple[str, str] | None,
         cmc_latent_channels: int,
         cmc_scales: int,
+        cmc_combine: str = "sum",
+        cmc_pooling: str = "normalised",
     ) -> None:
         super().__init__()
-        self.smr = SemanticMutualRefinement(modalities, reduction)
+        self.smr = SemanticMutualRefinement(modalities, reduction) if reduction is not None else None
         self.names = [m.name for m in modalities]
         self.consensus_pair = consensus_pair
         self.cmc: CrossModalityConsensus | None = None
         if consensus_pair is not None:
             spec = {m.name: m for m in modalities}
             a, b = consensus_pair
-            self.cmc = CrossModalityConsensus(2 * spec[a].channels, 2 * spec[b].channels, cmc_latent_channels, cmc_scales)
+            self.cmc = CrossModalityConsensus(2 * spec[a].channels, 2 * spec[b].channels, cmc_latent_channels,
+                                              cmc_scales, combine=cmc_combine, pooling=cmc_pooling)
 
-    def forward(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def gates(self, maps: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """SMR's ``{name: (ts (N, c), tc (N, c))}``; all ones when SMR is off."""
+        if self.smr is not None:
+            return self.smr.gates(maps)
+        ones = {n: maps[n].new_ones(maps[n].shape[:2]) for n in self.names}
+        return {n: (ones[n], ones[n]) for n in self.names}
+
+    def consensus(self, maps: Mapping[str, torch.Tensor], gates: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """CMC's ``C (N, h, w)`` of the consensus pair (CMC must be on)."""
+        if self.cmc is None:
+            raise ValueError("this M3EM has no consensus pair (CMC off)")
+        a, b = self.consensus_pair
+        return self.cmc.consensus_from_latent(self.cmc.project(self.cmc.proj_a, maps[a], gates[a]),
+                                              self.cmc.project(self.cmc.proj_b, maps[b], gates[b]))
+
+    def forward(self, maps: Mapping[str, torch.Tensor], consensus_override: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-frame vectors ``{name: (N, 2c)}`` from the maps ``{name: (N, c, h, w)}``.
+
+        Args:
+            maps: per modality, ``N = B * P`` frame maps, clip-major (row ``b * P + t`` is frame
+                ``t`` of clip ``b``, as :meth:`ActionModel.frame_vectors` flattens them).
+            consensus_override: ``(N, h, w)`` float map used *instead of* CMC's ``C`` (after the
+                scales are combined), with the consensus pair's ``h x w``; it goes through
+                :func:`consensus_weighted_pool` with this module's ``cmc_pooling`` exactly as
+                ``C`` would (normalised: weights ``max(0, 1 + C)``, so an oracle hard mask is
+                ``C = 2 m - 1`` for ``m`` in ``{0, 1}``, and ``C = 0`` is average pooling). CMC's
+                1x1 convs are then not evaluated (no gradient reaches them); SMR is unchanged.
+                It needs CMC on (a consensus pair); otherwise, or with a wrong shape, ValueError.
+                For benchmarks (oracle and ``C = 0`` bounds), not for training runs.
+        """
         # Equal to pooling SMR's refined maps Fr = concat(F ts, F tc): the gates are constant over
         # positions, so pool(Fr) = concat(pool(F) ts, pool(F) tc) and Fr is never built.
-        gates = self.smr.gates(maps)
+        gates = self.gates(maps)
         pooled = {}
+        if consensus_override is not None:
+            if self.cmc is None:
+                raise ValueError("consensus_override given, but this model has no CMC (no consensus pair)")
+            a = self.consensus_pair[0]
+            want = (maps[a].shape[0], *maps[a].shape[2:])
+            if tuple(consensus_override.shape) != want:
+                raise ValueError(f"consensus_override: expected shape (N, h, w) = {want}, got {tuple(consensus_override.shape)}")
         if self.cmc is not None:
-            a, b = self.consensus_pair
-            c = self.cmc.consensus_from_latent(self.cmc.project(self.cmc.proj_a, maps[a], gates[a]),
-                                               self.cmc.project(self.cmc.proj_b, maps[b], gates[b]))
-            pooled[a] = consensus_weighted_pool(maps[a], c)
-            pooled[b] = consensus_weighted_pool(maps[b], c)
+            c = consensus_override if consensus_override is not None else self.consensus(maps, gates)
+            for n in self.consensus_pair:
+                pooled[n] = consensus_weighted_pool(maps[n], c, self.cmc.pooling)
         out = {}
         for n in self.names:
             f = pooled[n] if n in pooled else maps[n].mean(dim=(2, 3))  # (N, c)
             ts, tc = gates[n]
             out[n] = torch.cat([f * ts, f * tc], dim=1)  # (N, 2c)
         return out
+
+    @torch.no_grad()
+    def probe(self, maps: Mapping[str, torch.Tensor]) -> M3EMProbe:
+        """The gates and ``C`` for the maps ``{name: (N, c, h, w)}`` (instruments; no gradient)."""
+        gates = self.gates(maps)
+        c = self.consensus(maps, gates) if self.cmc is not None else None
+        if self.smr is None:
+            return M3EMProbe({}, {}, c)
+        return M3EMProbe({n: g[0] for n, g in gates.items()}, {n: g[1] for n, g in gates.items()}, c)
 
 
 @dataclasses.dataclass
@@ -295,8 +396,8 @@ class ActionModel(nn.Module):
             for br in branches
         })
 
-    def frame_vectors(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-frame vectors ``{name: (B, P, c')}`` from the inputs (through M3EM when present)."""
+    def frame_maps(self, inputs: Mapping[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
+        """``(B, {name: (B*P, c, h, w)})``: the inputs checked and flattened clip-major (row ``b*P + t``)."""
         maps = {}
         batch = None
         for m in self.modalities:
@@ -311,14 +412,31 @@ class ActionModel(nn.Module):
                 )
             batch = x.shape[0]
             maps[m.name] = x.reshape(-1, *x.shape[2:])  # (B*P, c, h, w)
+        return batch, maps
+
+    def frame_vectors(self, inputs: Mapping[str, torch.Tensor],
+                      consensus_override: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-frame vectors ``{name: (B, P, c')}`` from the inputs (through M3EM when present).
+
+        ``consensus_override``: ``(B*P, h, w)``, see :meth:`M3EM.forward`; an error without M3EM.
+        """
+        batch, maps = self.frame_maps(inputs)
         if self.m3em is not None:
-            vecs = self.m3em(maps)
+            vecs = self.m3em(maps, consensus_override=consensus_override)
         else:
+            if consensus_override is not None:
+                raise ValueError("consensus_override given, but this model has no M3EM module (method ta3n/source_only)")
             vecs = {n: v.mean(dim=(2, 3)) for n, v in maps.items()}
         return {n: v.reshape(batch, self.num_frames, -1) for n, v in vecs.items()}
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], betas: DomainBetas | None = None) -> ModelOutput:
-        vecs = self.frame_vectors(inputs)
+    def forward(self, inputs: Mapping[str, torch.Tensor], betas: DomainBetas | None = None,
+                consensus_override: torch.Tensor | None = None) -> ModelOutput:
+        """Fused logits for ``inputs {name: (B, P, c, h, w) or (B, P, c)}``.
+
+        ``consensus_override``: ``(B*P, h, w)`` map replacing CMC's ``C`` (benchmarks; see
+        :meth:`M3EM.forward` for the exact contract).
+        """
+        vecs = self.frame_vectors(inputs, consensus_override)
         outs = {}
         verb = noun = None
         total = sum(br.weight for br in self.branch_specs)
@@ -329,6 +447,12 @@ class ActionModel(nn.Module):
             verb = o.verb * br.weight if verb is None else verb + o.verb * br.weight
             noun = o.noun * br.weight if noun is None else noun + o.noun * br.weight
         return ModelOutput(verb=verb / total, noun=noun / total, branches=outs)
+
+    def probe(self, inputs: Mapping[str, torch.Tensor]) -> M3EMProbe | None:
+        """M3EM's gates and ``C`` for ``inputs`` (frames flattened ``B*P``), or None without M3EM."""
+        if self.m3em is None:
+            return None
+        return self.m3em.probe(self.frame_maps(inputs)[1])
 
 
 @dataclasses.dataclass

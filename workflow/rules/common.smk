@@ -24,6 +24,7 @@ import yaml
 
 from m3em.annotations import SPLIT_FILES, EpicAnnotations, split_path
 from m3em.atomic import atomic_write_text
+from m3em.methods import Method
 
 REPO = Path(workflow.basedir).resolve()
 RESULTS = config["data"]["results_dir"]
@@ -85,7 +86,7 @@ EVAL_SPLITS = tuple(config["evaluate"]["splits"])
 USED_SPLITS = tuple(dict.fromkeys([SPLITS["source_train"], SPLITS["target_train"], *EVAL_SPLITS, SPLITS["test"]]))
 OFFICIAL_FEATURES = INPUTS.get("official_features_dir")
 FEATURES_DIR = config["features"]["features_dir"]
-METHOD_NAMES = ("source_only", "ta3n", "ta3n_m3em")
+METHOD_NAMES = tuple(m.value for m in Method)
 # Streams written by features_video (the backbone is the name's prefix); "object" is written by
 # object_features_video.
 EXTRACTED_STREAMS = ("tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow")
@@ -162,8 +163,7 @@ def _check_config():
         problems.append(f"workflow.models {unknown}: no such entry in models:")
     else:
         for m in MODELS:
-            # The trainer calls TA3N + M3EM "m3em"; the tables and run names say "ta3n_m3em".
-            allowed = [("ta3n_m3em" if x == "m3em" else x) for x in config["models"][m].get("methods", METHOD_NAMES)]
+            allowed = config["models"][m].get("methods", METHOD_NAMES)
             bad = [x for x in METHODS if x not in allowed]
             if bad:
                 problems.append(f"workflow.methods {bad} not allowed for model {m} (models.{m}.methods)")
