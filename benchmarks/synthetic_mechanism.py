@@ -66,12 +66,12 @@ class Budget:
     n_source: int = 1500
     n_target: int = 1500
     n_val: int = 1000
-    epochs: int = 16
+    epochs: int = 20
     steps_per_epoch: int = 25
     batch: int = 32
     eval_every: int = 4
-    lr: float = 0.01
-    lr_steps: tuple[int, ...] = (13,)
+    lr: float = 0.03
+    lr_steps: tuple[int, ...] = (17,)
     fc_dim: int = 64
     num_bottleneck: int = 64
     smr_reduction: int = 4
@@ -252,13 +252,13 @@ def train_run(run: str, data: Mapping[str, MechanismSplit], spec: MechanismSpec,
     return rec
 
 
-def run_setting(shift: float, seed: int, runs: tuple[str, ...], b: Budget, results: Path) -> dict[str, Any]:
+def run_setting(shift: float, seed: int, runs: tuple[str, ...], b: Budget, results: Path, revision: str) -> dict[str, Any]:
     """All ``runs`` for one (shift, seed), written to ``results`` after each run; runs already in
     the file (same budget and code revision) are kept, so an interrupted invocation resumes."""
     path = results / f"shift{shift:g}_seed{seed}.json"
     spec = MechanismSpec(seed=seed, shift=shift)
     rec = {"shift": shift, "seed": seed, "spec": dataclasses.asdict(spec), "budget": dataclasses.asdict(b),
-           "git": git_revision(), "torch_threads": torch.get_num_threads(), "runs": {}}
+           "git": revision, "torch_threads": torch.get_num_threads(), "runs": {}}
     if path.exists():
         old = json.loads(path.read_text())
         if all(old[k] == rec[k] for k in ("spec", "budget", "git")):
@@ -321,7 +321,7 @@ def report_tables(recs: list[dict[str, Any]]) -> str:
         diag = [k for k in runs if "c_argmax_hit" in rs[0]["runs"][k] or "gate_self_rgb_content" in rs[0]["runs"][k]]
         if diag:
             lines += ["Diagnostics (target-val; means ± 95 % intervals over seeds). C hit: argmax of C on an "
-                      f"object cell, % of frames (chance {np.mean([r['runs'][diag[0]].get('c_hit_chance', np.nan) for r in rs]):.1f} %"
+                      f"object cell, % of frames (chance {np.mean([x['c_hit_chance'] for r in rs for x in r['runs'].values() if 'c_hit_chance' in x]):.1f} %"
                       " for a uniformly random cell); C spread: std of C over the 49 cells; C obj − rest: mean C on the object minus "
                       "elsewhere; |∇W|/|W|: gradient norm relative to the weight norm, CMC's 1x1 convs and SMR's gate "
                       "layers, mean over the first / last epoch's steps; gates: SMR self/cross gate mean over RGB+Flow "
@@ -409,12 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     b = Budget(**{f.name: (tuple(getattr(a, f.name)) if isinstance(f.default, tuple) else getattr(a, f.name))
                   for f in dataclasses.fields(Budget)})
     a.results_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{platform.machine()} torch threads {a.threads}, git {git_revision()}, budget {b}", flush=True)
+    revision = git_revision()  # once: the code is loaded once, whatever happens to the tree later
+    print(f"{platform.machine()} torch threads {a.threads}, git {revision}, budget {b}", flush=True)
     t0 = time.perf_counter()
     # Seeds outside, shifts inside: a run stopped early still covers every shift with its first seeds.
     for seed in a.seeds:
         for shift in a.shifts:
-            run_setting(shift, seed, tuple(a.runs), b, a.results_dir)
+            run_setting(shift, seed, tuple(a.runs), b, a.results_dir, revision)
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
