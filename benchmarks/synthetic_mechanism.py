@@ -306,7 +306,7 @@ def report_tables(recs: list[dict[str, Any]]) -> str:
     for shift in sorted({r["shift"] for r in recs}):
         rs = sorted((r for r in recs if r["shift"] == shift), key=lambda r: r["seed"])
         runs = [k for k in TABLE_ORDER if all(k in r["runs"] for r in rs)]
-        lines += [f"#### Shift {shift:g}: {len(rs)} seeds ({', '.join(str(r['seed']) for r in rs)})", "",
+        lines += [f"#### Shift {shift:g}: {len(rs)} seed(s) ({', '.join(str(r['seed']) for r in rs)})", "",
                   "Target-val top-1 (%), mean ± 95 % t-interval over seeds; paired difference to "
                   f"`{REFERENCE}` (same seed: same data and initial seed).", "",
                   "| Run | " + " | ".join(METRICS) + " | " + " | ".join(f"Δ{m}" for m in METRICS) + " |",
@@ -323,10 +323,10 @@ def report_tables(recs: list[dict[str, Any]]) -> str:
             lines += ["Diagnostics (target-val; means ± 95 % intervals over seeds). C hit: argmax of C on an "
                       f"object cell, % of frames (chance {np.mean([x['c_hit_chance'] for r in rs for x in r['runs'].values() if 'c_hit_chance' in x]):.1f} %"
                       " for a uniformly random cell); C spread: std of C over the 49 cells; C obj − rest: mean C on the object minus "
-                      "elsewhere; |∇W|/|W|: gradient norm relative to the weight norm, CMC's 1x1 convs and SMR's gate "
+                      "elsewhere; ‖∇W‖/‖W‖: gradient norm relative to the weight norm, CMC's 1x1 convs and SMR's gate "
                       "layers, mean over the first / last epoch's steps; gates: SMR self/cross gate mean over RGB+Flow "
                       "content / nuisance channels.", "",
-                      "| Run | C hit % | C spread | C obj − rest | CMC |∇W|/|W| first / last | SMR |∇W|/|W| first / last "
+                      "| Run | C hit % | C spread | C obj − rest | CMC ‖∇W‖/‖W‖ first / last | SMR ‖∇W‖/‖W‖ first / last "
                       "| self gate content / nuisance | cross gate content / nuisance |",
                       "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for k in diag:
