@@ -7,7 +7,7 @@ train model A with the project's trainer (``python -m m3em.train``), score targe
 methods see the same data and the same training budget, side by side. Writes the means and
 standard deviations (and every per-seed number) to a Markdown file, whatever they show.
 
-    python benchmarks/synthetic_da.py --seeds 0 1 2 --out docs/benchmarks_synthetic.md
+    python benchmarks/synthetic_da.py --seeds 0 1 2 --out docs/benchmarks_synthetic_da.md
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda (cuda without a GPU is an error from the trainer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", type=Path, default=None, help="keep runs here (default: a temporary directory)")
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks_synthetic.md")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks_synthetic_da.md")
     args = p.parse_args()
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),

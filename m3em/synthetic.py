@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +262,207 @@ def generate(spec: SyntheticSpec, out_dir: str | Path) -> tuple[Path, Path]:
                                producer={"generator": "m3em.synthetic", "seed": spec.seed, "shift": spec.shift,
                                          "noise": spec.noise})
     return ann_dir, feat_dir
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory features for the mechanism benchmark (benchmarks/synthetic_mechanism.py).
+#
+# The file generator above tests the pipeline end to end; the one below builds, in memory, the
+# spatial structure the M3EM report relies on, with every part named so a benchmark can tell
+# which mechanism helps: where the acted-on object is (a mask per segment), which channels carry
+# the class (content) and which only the domain (nuisance), and what the target domain changes.
+
+#: Object shapes (rows, cols): 1 to 4 cells.
+OBJECT_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (2, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class MechanismSpec:
+    """What :func:`mechanism_data` draws.
+
+    Attributes:
+        seed: prototypes and domain directions come from ``seed`` alone (not from ``shift``), so
+            settings that differ only in ``shift`` share them; each split has its own stream.
+        n_verbs, n_nouns: class counts.
+        content_channels: channels ``[0, content)`` of RGB and Flow: class content and the shared
+            object code. ``nuisance_channels`` follow: scene/camera variation and domain offsets only.
+        audio_channels: size of the audio vector.
+        map_size: ``h = w``; positions: ``P``.
+        shift: domain-shift strength (0: target drawn like source).
+        noise: std of the i.i.d. Gaussian noise on every entry.
+        object_amp: amplitude of the class prototypes and of the shared object code.
+        distractors: static distractor objects (another noun, one cell each) per segment.
+        clutter: moving background cells per target segment (their Flow amplitude grows with shift).
+        audio_amp: amplitude of the (weak) verb prototype in audio.
+        scene_content, camera_content: std of the per-segment background (RGB scene, Flow camera
+            motion) in the content channels; the nuisance channels' is 1.
+    """
+
+    seed: int = 0
+    n_verbs: int = 8
+    n_nouns: int = 10
+    content_channels: int = 16
+    nuisance_channels: int = 16
+    audio_channels: int = 16
+    map_size: int = 7
+    positions: int = 5
+    shift: float = 1.0
+    noise: float = 1.0
+    object_amp: float = 1.5
+    distractors: int = 2
+    clutter: int = 2
+    audio_amp: float = 0.5
+    scene_content: float = 0.2
+    camera_content: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.n_nouns < 2 or self.n_verbs < 1 or self.positions < 2:
+            raise ValueError("need n_nouns >= 2, n_verbs >= 1, positions >= 2")
+        if self.map_size < 3 or self.map_size**2 < 4 + self.distractors + self.clutter:
+            raise ValueError(f"map_size {self.map_size} leaves no room for the object, distractors and clutter")
+        if self.shift < 0 or not 0 <= self.noise <= 1:
+            raise ValueError("need shift >= 0 and 0 <= noise <= 1")
+
+    @property
+    def channels(self) -> int:
+        return self.content_channels + self.nuisance_channels
+
+
+@dataclasses.dataclass(frozen=True)
+class MechanismSplit:
+    """One split of :func:`mechanism_data` (``N`` segments).
+
+    Attributes:
+        rgb, flow: ``(N, P, c, h, w)`` float32; audio: ``(N, P, audio_channels)`` float32.
+        verb, noun: ``(N,)`` int64 labels.
+        object_mask: ``(N, h, w)`` bool, the acted-on object's cells (fixed over positions).
+        target: whether the split is drawn from the target domain.
+    """
+
+    rgb: np.ndarray
+    flow: np.ndarray
+    audio: np.ndarray
+    verb: np.ndarray
+    noun: np.ndarray
+    object_mask: np.ndarray
+    target: bool
+
+    def __len__(self) -> int:
+        return len(self.verb)
+
+
+class _MechanismWorld:
+    """The seed's prototypes and domain directions (unit-variance entries; ``shift`` scales them)."""
+
+    def __init__(self, spec: MechanismSpec) -> None:
+        rng = np.random.default_rng((spec.seed, 0))
+        cc, nc, ac = spec.content_channels, spec.nuisance_channels, spec.audio_channels
+        self.noun = rng.normal(size=(spec.n_nouns, cc))  # RGB content of each noun
+        self.verb = rng.normal(size=(spec.n_verbs, cc))  # Flow content of each verb
+        self.verb_t = rng.normal(size=(spec.n_verbs, cc))  # its temporal modulation (for TRN)
+        self.profile = np.sin(np.linspace(0, np.pi, spec.positions)[None, :]
+                              + rng.uniform(0, 2 * np.pi, size=spec.n_verbs)[:, None])  # (n_verbs, P)
+        self.code = rng.normal(size=cc)  # "the action is here": the same in RGB and Flow
+        self.audio_verb = rng.normal(size=(spec.n_verbs, ac))
+        # Target-domain directions: background appearance (content, nuisance), camera motion in
+        # Flow, distractor style, audio offset. Object cells never receive any of them.
+        self.bg_rgb = rng.normal(size=cc + nc)
+        self.bg_flow = rng.normal(size=cc + nc)
+        self.distractor_style = rng.normal(size=cc)
+        self.audio_shift = rng.normal(size=ac)
+
+
+def _place(spec: MechanismSpec, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object masks ``(n, h, w)`` and, per segment, distractor and clutter cells (flat indices)."""
+    hw = spec.map_size
+    masks = np.zeros((n, hw, hw), dtype=bool)
+    dcells = np.zeros((n, spec.distractors), dtype=np.int64)
+    ccells = np.zeros((n, spec.clutter), dtype=np.int64)
+    for i in range(n):
+        rows, cols = OBJECT_SHAPES[rng.integers(len(OBJECT_SHAPES))]
+        r, c = rng.integers(hw - rows + 1), rng.integers(hw - cols + 1)
+        masks[i, r:r + rows, c:c + cols] = True
+        free = np.flatnonzero(~masks[i].ravel())
+        pick = rng.choice(free, size=spec.distractors + spec.clutter, replace=False)
+        dcells[i], ccells[i] = pick[:spec.distractors], pick[spec.distractors:]
+    return masks, dcells, ccells
+
+
+def _mechanism_split(spec: MechanismSpec, world: _MechanismWorld, n: int, target: bool,
+                     rng: np.random.Generator) -> MechanismSplit:
+    P, hw, cc, C = spec.positions, spec.map_size, spec.content_channels, spec.channels
+    s = spec.shift if target else 0.0
+    verb = rng.integers(spec.n_verbs, size=n)
+    noun = rng.integers(spec.n_nouns, size=n)
+    masks, dcells, ccells = _place(spec, rng, n)
+    cells = hw * hw
+    # Background, per segment: a scene appearance (content std scene_content, nuisance 1) and, in
+    # the target, the domain's background offset; constant over cells and positions.
+    scene = rng.normal(size=(n, C)) * np.r_[np.full(cc, spec.scene_content), np.ones(C - cc)]
+    camera = rng.normal(size=(n, C)) * np.r_[np.full(cc, spec.camera_content), np.ones(C - cc)]
+    rgb = np.broadcast_to((scene + s * world.bg_rgb)[:, None, :, None], (n, P, C, cells)).copy()
+    flow = np.broadcast_to((camera + s * world.bg_flow)[:, None, :, None], (n, P, C, cells)).copy()
+    seg = np.arange(n)
+    # Static distractors: another noun (never the object's), one cell each; in the target their
+    # appearance gains the domain's distractor style.
+    for j in range(spec.distractors):
+        other = (noun + rng.integers(1, spec.n_nouns, size=n)) % spec.n_nouns
+        val = np.zeros((n, C))
+        val[:, :cc] = spec.object_amp * world.noun[other] + s * world.distractor_style
+        rgb[seg, :, :, dcells[:, j]] = val[:, None, :]
+    # Target clutter: moving background cells (Flow content of a random verb, amplitude s).
+    for j in range(spec.clutter):
+        val = np.zeros((n, C))
+        val[:, :cc] = s * world.verb[rng.integers(spec.n_verbs, size=n)]
+        flow[seg, :, :, ccells[:, j]] += val[:, None, :]
+    # The object: noun (RGB) or verb with its temporal profile (Flow), plus the shared code, in
+    # the content channels; the nuisance channels are empty (the object hides the background).
+    obj_rgb = np.zeros((n, P, C))
+    obj_rgb[:, :, :cc] = spec.object_amp * (world.noun[noun] + world.code)[:, None, :]
+    obj_flow = np.zeros((n, P, C))
+    obj_flow[:, :, :cc] = spec.object_amp * (world.verb[verb][:, None, :] + world.code[None, None, :]
+                                             + 0.7 * world.profile[verb][:, :, None] * world.verb_t[verb][:, None, :])
+    m = masks.reshape(n, 1, 1, cells)
+    rgb = np.where(m, obj_rgb[..., None], rgb)
+    flow = np.where(m, obj_flow[..., None], flow)
+    rgb += spec.noise * rng.normal(size=rgb.shape)
+    flow += spec.noise * rng.normal(size=flow.shape)
+    audio = (spec.audio_amp * world.audio_verb[verb][:, None, :] + s * world.audio_shift
+             + spec.noise * rng.normal(size=(n, P, spec.audio_channels)))
+    shape = (n, P, C, hw, hw)
+    return MechanismSplit(rgb.reshape(shape).astype(np.float32), flow.reshape(shape).astype(np.float32),
+                          audio.astype(np.float32), verb.astype(np.int64), noun.astype(np.int64), masks, target)
+
+
+def mechanism_data(spec: MechanismSpec, sizes: Mapping[str, int]) -> dict[str, MechanismSplit]:
+    """Draw the splits ``sizes`` (``{split: N}``, split one of :data:`DOMAINS`) in memory.
+
+    Per segment (``P`` positions, ``h x w`` cells, ``c = content + nuisance`` channels):
+
+    * the acted-on object covers 1-4 adjacent cells (:data:`OBJECT_SHAPES`), fixed over positions;
+      in the content channels RGB shows its noun prototype and Flow its verb prototype (with a
+      verb-specific temporal modulation), and both show the same class-independent code (the
+      "action is here" signal that RGB and Flow share); its nuisance channels are empty;
+    * every other cell shows the background: a per-segment scene (RGB) or camera motion (Flow),
+      in content (std 0.5 / 0.3) and nuisance channels (std 1);
+    * ``distractors`` cells show other nouns in RGB (no code, no motion);
+    * audio carries the verb weakly (``audio_amp``);
+    * noise ``noise`` everywhere.
+
+    The target domain (``target_*`` splits) adds, with strength ``shift``: a background offset
+    (RGB and Flow, content and nuisance channels), a style on the distractors, motion on
+    ``clutter`` background cells, an audio offset. The object cells are drawn identically in both
+    domains, so pooling over the object is domain-invariant while plain average pooling shifts.
+    Deterministic in ``spec`` and ``sizes``; a split's draw does not depend on the other splits.
+    """
+    world = _MechanismWorld(spec)
+    out = {}
+    for split, n in sizes.items():
+        if split not in DOMAINS:
+            raise ValueError(f"unknown split {split!r}; known: {list(DOMAINS)}")
+        rng = np.random.default_rng((spec.seed, 1 + list(DOMAINS).index(split)))
+        out[split] = _mechanism_split(spec, world, int(n), DOMAINS[split] == "target", rng)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

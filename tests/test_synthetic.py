@@ -9,7 +9,7 @@ import pytest
 
 from m3em.annotations import EpicAnnotations
 from m3em.features import FeatureFile, feature_path
-from m3em.synthetic import SyntheticSpec, generate, main
+from m3em.synthetic import MechanismSpec, SyntheticSpec, _MechanismWorld, generate, main, mechanism_data
 
 SMALL = dict(n_verbs=3, n_nouns=4, channels=8, vector_channels=6, map_size=3, positions=4,
              videos=(2, 2, 1, 1), segments_per_video=30)
@@ -95,3 +95,83 @@ def test_cli_and_bad_spec(tmp_path):
     assert (tmp_path / "features" / "i3d_flow").is_dir()
     with pytest.raises(ValueError, match="unknown stream"):
         SyntheticSpec(streams=("depth",))
+
+
+# --- mechanism_data (in-memory features of benchmarks/synthetic_mechanism.py) ---
+
+MECH = dict(n_verbs=3, n_nouns=4, content_channels=6, nuisance_channels=5, audio_channels=4, positions=3)
+MECH_SIZES = {"source_train": 40, "target_val": 30}
+
+
+def _object_content(split, stream, cc):
+    """``(N, P, cc)`` content channels of the first object cell, and ``(N, P, c - cc)`` its nuisance."""
+    x = getattr(split, stream)
+    n = len(split)
+    first = split.object_mask.reshape(n, -1).argmax(1)
+    cells = x.reshape(*x.shape[:3], -1)[np.arange(n), :, :, first]  # (N, P, c)
+    return cells[..., :cc], cells[..., cc:]
+
+
+def test_mechanism_shapes_objects_and_determinism():
+    spec = MechanismSpec(seed=0, shift=1.0, **MECH)
+    data = mechanism_data(spec, MECH_SIZES)
+    s = data["source_train"]
+    assert s.rgb.shape == s.flow.shape == (40, 3, 11, 7, 7) and s.rgb.dtype == np.float32
+    assert s.audio.shape == (40, 3, 4) and s.object_mask.shape == (40, 7, 7)
+    assert not s.target and data["target_val"].target
+    k = s.object_mask.sum(axis=(1, 2))
+    assert k.min() >= 1 and k.max() <= 4
+    for m in s.object_mask:  # one rectangle of 1-4 cells
+        rows, cols = np.nonzero(m)
+        assert m[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    again = mechanism_data(spec, {"target_val": 30})["target_val"]  # a split's draw ignores the others
+    np.testing.assert_array_equal(again.rgb, data["target_val"].rgb)
+    assert not np.array_equal(mechanism_data(MechanismSpec(seed=1, shift=1.0, **MECH), MECH_SIZES)["source_train"].rgb, s.rgb)
+    with pytest.raises(ValueError, match="noise"):
+        MechanismSpec(noise=1.5)
+    with pytest.raises(ValueError, match="unknown split"):
+        mechanism_data(spec, {"validation": 3})
+
+
+def test_mechanism_rgb_and_flow_share_a_class_independent_code_on_the_object():
+    kw = dict(MECH, content_channels=32)
+    spec = MechanismSpec(seed=2, shift=1.0, noise=0.0, **kw)
+    world = _MechanismWorld(spec)
+    for split in mechanism_data(spec, MECH_SIZES).values():
+        rgb_c, rgb_n = _object_content(split, "rgb", 32)
+        flow_c, flow_n = _object_content(split, "flow", 32)
+        rgb_code = rgb_c / spec.object_amp - world.noun[split.noun][:, None, :]
+        flow_code = flow_c / spec.object_amp - world.verb[split.verb][:, None, :] - 0.7 * (
+            world.profile[split.verb][:, :, None] * world.verb_t[split.verb][:, None, :])
+        # The same vector in both modalities, whatever the class and the domain; nothing in the
+        # nuisance channels of the object.
+        np.testing.assert_allclose(rgb_code, np.broadcast_to(world.code, rgb_code.shape), atol=1e-5)
+        np.testing.assert_allclose(flow_code, np.broadcast_to(world.code, flow_code.shape), atol=1e-5)
+        assert np.abs(rgb_n).max() == 0 and np.abs(flow_n).max() == 0
+    # Off the object (source: scene and distractor nouns) RGB carries no code: its projection on
+    # the code is near 0, on the object near object_amp.
+    src = mechanism_data(spec, {"source_train": 40})["source_train"]
+    content = src.rgb[:, :, :32].transpose(0, 1, 3, 4, 2)  # (N, P, h, w, 32)
+    proj = content @ world.code / (world.code @ world.code)
+    on = src.object_mask[:, None].repeat(spec.positions, 1)
+    assert proj[on].mean() > 0.8 * spec.object_amp and np.abs(proj[~on]).mean() < 0.3
+
+
+def test_mechanism_shift_moves_pooling_but_not_the_object():
+    base = mechanism_data(MechanismSpec(seed=0, shift=0.0, **MECH), MECH_SIZES)
+    shifted = mechanism_data(MechanismSpec(seed=0, shift=2.0, **MECH), MECH_SIZES)
+    # Source is the same draw; in the target every object cell is bit-identical ...
+    for stream in ("rgb", "flow", "audio"):
+        np.testing.assert_array_equal(getattr(base["source_train"], stream), getattr(shifted["source_train"], stream))
+    b, s = base["target_val"], shifted["target_val"]
+    np.testing.assert_array_equal(b.object_mask, s.object_mask)
+    obj = b.object_mask[:, None, None].repeat(3, 1).repeat(11, 2)  # (N, P, c, h, w)
+    np.testing.assert_array_equal(b.rgb[obj], s.rgb[obj])
+    np.testing.assert_array_equal(b.flow[obj], s.flow[obj])
+    # ... while average pooling moves, in content and nuisance channels of both modalities.
+    for stream in ("rgb", "flow"):
+        gap = np.abs(getattr(s, stream).mean(axis=(0, 1, 3, 4)) - getattr(b, stream).mean(axis=(0, 1, 3, 4)))
+        assert gap[:6].mean() > 0.5 and gap[6:].mean() > 0.5
+    # With no shift the target's pooled features sit where the source's do.
+    src, tgt = base["source_train"].rgb.mean(axis=(1, 3, 4)), b.rgb.mean(axis=(1, 3, 4))
+    assert np.abs(src.mean(0) - tgt.mean(0)).mean() < 0.5
