@@ -48,6 +48,9 @@ def moving_frame_fn(dx: int):
 def write_config(tmp_path: Path, *, height: int, flow: dict | None = None, fast: bool = True) -> Path:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["decode"]["height"] = height
+    # The EPIC extension's pairing (consecutive frames); the demo config's stride 3 / dilation 3 is
+    # tested where stated.
+    cfg["flow"].update(stride=1, dilation=1)
     if fast:
         cfg["flow"]["tvl1"].update(max_iterations=10, n_warps=2)
     cfg["flow"].update(flow or {})
