@@ -104,7 +104,7 @@ def first_batch(spec: VideoSpec, segments: pd.DataFrame, streams: list[str], siz
     """The pipeline's inputs of the first ``n_segments`` segments: ``{stream: (n_segments, positions, ...)}``."""
     pos = np.stack([segment_positions(int(a), int(b), positions) for a, b in
                     segments[["start_frame", "stop_frame"]].to_numpy()])
-    ds = PositionDataset(spec, segments, pos, streams, size, clip_length)
+    ds = PositionDataset(spec, segments, pos, streams, {s: size for s in streams}, clip_length)
     return _collate([ds[i] for i in range(n_segments)])
 
 
@@ -151,7 +151,8 @@ def measure(streams: list[str], device: torch.device, *, size: int = 96, clip_le
     load0 = os.getloadavg()[0]
     before = model_only()
     t0 = time.perf_counter()
-    out, _ = extract(spec, segs, streams, runner, feats, size, clip_length)
+    out, _ = extract(spec, segs, streams, {s.split("_")[0]: runner for s in streams}, feats,
+                     {s: size for s in streams}, clip_length)
     sync(device)
     pipe_s = time.perf_counter() - t0
     model_s = (before + model_only()) / 2

@@ -37,7 +37,8 @@ from m3em.models import (
 )
 
 
-def build(method: Method, c: int, n_verbs: int, n_nouns: int, spatial: bool) -> ActionModel:
+def build(method: Method | str, c: int, n_verbs: int, n_nouns: int, spatial: bool) -> ActionModel:
+    method = Method(method)
     cfg = ModelConfig(
         modalities={"rgb": ModalityConfig("tbn_rgb", c), "flow": ModalityConfig("tbn_flow", c),
                     "audio": ModalityConfig("tbn_audio", c)},
