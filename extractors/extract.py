@@ -68,7 +68,7 @@ from extractors.flow import FlowConfig
 from extractors.video import DecodeConfig, annotation_fps
 from m3em.annotations import AnnotationError, EpicAnnotations, video_segments
 from m3em.config import ConfigError, build_dataclass, load_config
-from m3em.features import feature_path, segment_positions, write_features
+from m3em.features import feature_path, segments_frames, write_features
 
 log = logging.getLogger("extractors.extract")
 
@@ -223,8 +223,7 @@ def extract(spec: VideoSpec, segments: pd.DataFrame, streams: Sequence[str], run
         runners: the runner of each backbone the streams use (``"tbn"`` / ``"i3d"``).
         sizes: input side per image stream; clip_length: I3D clip length.
     """
-    positions = np.stack([segment_positions(int(a), int(b), feats.positions)
-                          for a, b in segments[["start_frame", "stop_frame"]].to_numpy()])
+    positions = segments_frames(segments, feats.positions)
     data = PositionDataset(spec, segments, positions, streams, sizes, clip_length)
     per_batch = max(1, feats.batch_size // feats.positions)
     cuda = any(r.device.type == "cuda" for r in runners.values())

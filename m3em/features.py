@@ -67,6 +67,15 @@ def segment_positions(start_frame: int, stop_frame: int, n_positions: int, new_l
     return start_frame + np.minimum(offsets, usable - 1)
 
 
+def segments_frames(segments, n_positions: int) -> np.ndarray:
+    """``(n_segments, P)`` sampled frames (:func:`segment_positions`) of the rows of ``segments``
+    (a DataFrame with ``start_frame`` / ``stop_frame``); ``(0, P)`` when there are none."""
+    if len(segments) == 0:
+        return np.zeros((0, n_positions), dtype=np.int64)
+    return np.stack([segment_positions(int(s), int(e), n_positions)
+                     for s, e in zip(segments["start_frame"], segments["stop_frame"])])
+
+
 def write_features(
     path: str | Path,
     features: np.ndarray,

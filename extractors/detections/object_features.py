@@ -35,7 +35,7 @@ from extractors.detections.official import DetectionFileError, HandState
 from extractors.detections.table import DetectionTable, read_detection_table
 from m3em.annotations import EpicAnnotations, video_segments
 from m3em.config import build_dataclass, load_config
-from m3em.features import segment_positions, write_features
+from m3em.features import segments_frames, write_features
 
 AGNOSTIC_CHANNELS: tuple[str, ...] = ("object", "hand", *(f"hand_{s.name.lower()}" for s in HandState))
 
@@ -92,9 +92,7 @@ def segment_features(
     score_threshold: float, n_positions: int, source: str = "<table>",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``features (n_segments, P, D)`` float32 and ``frames (n_segments, P)`` of the sampled frames."""
-    frames = np.stack([segment_positions(int(s), int(e), n_positions)
-                       for s, e in zip(segments["start_frame"], segments["stop_frame"])]) if len(segments) else (
-        np.zeros((0, n_positions), dtype=np.int64))
+    frames = segments_frames(segments, n_positions)
     if len(frames) and frames.max() > table.n_frames:
         raise DetectionFileError(f"{source}: segments reach frame {frames.max()} but the table covers {table.n_frames}")
     step = int(table.producer.get("frame_step", 1))

@@ -36,7 +36,7 @@ from extractors.detections.official import DetectionFileError
 from extractors.video import annotation_fps
 from m3em.annotations import EpicAnnotations, video_segments
 from m3em.config import build_dataclass, load_config
-from m3em.features import segment_positions, write_features
+from m3em.features import segments_frames, write_features
 
 #: Values per frame in the RULSTM EPIC-100 object LMDB (its detector's object classes).
 RULSTM_OBJECT_CHANNELS = 352
@@ -112,9 +112,7 @@ def segment_objects(
         fps: the video's annotation frame rate.
         n_positions: P.
     """
-    frames = np.stack([segment_positions(int(s), int(e), n_positions)
-                       for s, e in zip(segments["start_frame"], segments["stop_frame"])]) if len(segments) else (
-        np.zeros((0, n_positions), dtype=np.int64))
+    frames = segments_frames(segments, n_positions)
     vec = read_rulstm_objects(lmdb_dir, video_id, rulstm_frame(frames.reshape(-1), fps))
     return vec.reshape(*frames.shape, RULSTM_OBJECT_CHANNELS), frames
 
