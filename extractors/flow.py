@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None,
                    help="annotation frame rate; default: the video table of data.annotations_dir under "
                         "decode.annotation_fps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (OpenCV / torch); default flow.threads. The workflow passes the job's threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -151,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             table = EpicAnnotations.open(cfg["data"]["annotations_dir"])
             fps = annotation_fps(args.video_id, table.fps(args.video_id), decode.annotation_fps)
-        cv2.setNumThreads(flow_cfg.threads)
+        threads = flow_cfg.threads if args.threads is None else args.threads
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        cv2.setNumThreads(threads)
         import torch
 
-        torch.set_num_threads(flow_cfg.threads)
+        torch.set_num_threads(threads)
         frames = open_frames(args.video_id, fps=fps, height=decode.height, video_path=args.video,
                              frames_archive=args.frames, threads=decode.threads)
         t0 = time.perf_counter()

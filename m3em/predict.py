@@ -1,7 +1,10 @@
-"""Score one annotation split with a trained model and write a score file (:mod:`m3em.scores`).
+"""Score annotation splits with a trained model and write one score file per split (:mod:`m3em.scores`).
 
     python -m m3em.predict --config config.yaml --checkpoint results/train/A_m3em/model.pt \\
-        --split target_val --out results/scores/A_m3em/target_val.npz
+        --split target_val target_test --out results/scores/A_m3em/target_val.npz results/scores/A_m3em/target_test.npz
+
+Several splits in one process: the workflow scores every split a run needs in one job, so torch
+starts once per run instead of once per (run, split).
 
 Works for labelled and unlabelled splits (labels are never read). The network is rebuilt from
 the config's ``models.<name>`` (name and method from the checkpoint) and must match the
@@ -82,17 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m m3em.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt (or checkpoint.pt) written by m3em.train")
-    p.add_argument("--split", required=True, help="annotation split to score (target_val, target_test, ...)")
-    p.add_argument("--out", type=Path, required=True, help="score file (.npz)")
+    p.add_argument("--split", nargs="+", required=True, help="annotation split(s) to score (target_val, target_test, ...)")
+    p.add_argument("--out", type=Path, nargs="+", required=True, help="score file (.npz), one per --split, same order")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if len(args.out) != len(args.split):
+        p.error(f"--out needs one file per --split: {len(args.split)} split(s), {len(args.out)} file(s)")
     try:
         torch.set_grad_enabled(False)
-        run_prediction(load_config(args.config), args.checkpoint, args.split, args.out, progress=not args.no_progress)
+        cfg = load_config(args.config)
+        for split, out in zip(args.split, args.out):
+            run_prediction(cfg, args.checkpoint, split, out, progress=not args.no_progress)
+            print(out)
     except (ConfigError, FeatureDataError, CheckpointError, TrainingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(args.out)
     return 0
 
 

@@ -211,3 +211,21 @@ def test_memory_stays_flat_on_long_videos(tmp_path):
     peak_after = max(rss for k, rss in trace if k >= n // 4)
     print(json.dumps({"rss_mb_at_quarter": quarter, "peak_mb_after": peak_after, "end_mb": trace[-1][1]}))
     assert peak_after - quarter < 6, (quarter, peak_after)
+
+
+def test_cli_threads_override_is_checked_and_changes_no_value(tmp_path, moving_video, capsys):
+    # The workflow passes the job's granted threads (--threads {threads}); the result must not depend on it.
+    cfg = write_config(tmp_path, height=64)
+    outs = {}
+    for threads in ("1", "2"):
+        outs[threads] = tmp_path / threads / "moving.tar"
+        assert main(["--config", str(cfg), "--video-id", "moving", "--video", str(moving_video), "--out",
+                     str(outs[threads]), "--fps", "50", "--threads", threads, "--no-progress"]) == 0
+    a, b = open_flow(outs["1"]), open_flow(outs["2"])
+    frames = list(range(1, a.n_frames + 1))
+    np.testing.assert_array_equal(a.get(frames), b.get(frames))
+    rc = main(["--config", str(cfg), "--video-id", "moving", "--video", str(moving_video), "--out",
+               str(tmp_path / "bad" / "moving.tar"), "--fps", "50", "--threads", "0", "--no-progress"])
+    assert rc == 1
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "moving.tar").exists()

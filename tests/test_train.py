@@ -9,11 +9,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import yaml
 from _m3em_fixtures import VIDEOS, write_dataset
 
 from m3em.annotations import EpicAnnotations
 from m3em.checkpoint import CheckpointError, load_checkpoint
 from m3em.config import ConfigError
+from m3em.predict import main as predict_main
 from m3em.predict import run_prediction
 from m3em.scores import read_scores
 from m3em.train import INSTRUMENT_COLUMNS, METRIC_COLUMNS, TrainingError, main, run_training
@@ -106,6 +108,19 @@ def test_predict_labelled_and_unlabelled_splits(tiny, tmp_path):
         assert scores.meta["uses_hand_object_boxes"] is True
     again = read_scores(run_prediction(cfg, ckpt, "target_val", tmp_path / "again.npz", progress=False))
     np.testing.assert_array_equal(again.verb, read_scores(tmp_path / "target_val.npz").verb)
+    # The CLI scores several splits in one process (the workflow's one predict job per run), one
+    # file per split in the order given, equal to scoring them one by one (up to float rounding:
+    # the CLI runs without autograd, whose kernels round differently in the last bits).
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    outs = [tmp_path / "cli" / "tv.npz", tmp_path / "cli" / "tt.npz"]
+    assert predict_main(["--config", str(cfg_path), "--checkpoint", str(ckpt), "--split", "target_val", "target_test",
+                         "--out", *map(str, outs), "--no-progress"]) == 0
+    for split, out in zip(("target_val", "target_test"), outs):
+        np.testing.assert_allclose(read_scores(out).noun, read_scores(tmp_path / f"{split}.npz").noun, atol=1e-5, rtol=0)
+    with pytest.raises(SystemExit):  # argparse error: one --out per --split
+        predict_main(["--config", str(cfg_path), "--checkpoint", str(ckpt), "--split", "target_val", "target_test",
+                      "--out", str(outs[0])])
 
 
 def test_checkpoint_of_another_architecture_is_refused(tiny, tmp_path):

@@ -40,7 +40,7 @@ def test_demo_dag_from_empty_directory(tmp_path):
         "finetune_backbone": 2,  # tbn, i3d
         "features_video": len(videos),  # one job per video writes its 7 streams
         "train_run": n_runs,
-        "predict_run": n_runs * n_eval + 4,  # every run on both, the 4 ensemble members on target_test
+        "predict_run": n_runs,  # one job per run scores every evaluated split and target_test
         "evaluate_run": n_runs * n_eval,
         "ensemble_scores": 3 * n_eval + 1,  # three ensembles on both, the submitted one on target_test
         "evaluate_ensemble": 3 * n_eval,

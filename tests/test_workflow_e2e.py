@@ -121,7 +121,7 @@ def test_model_config_change_reruns_that_model_and_dependants_only(demo_run):
     proc = snakemake(workdir, "-n", "all", "--configfile", changed, check=True)
     assert job_counts(proc) == {
         "train_run": 3,  # A x (source_only, ta3n, m3em)
-        "predict_run": 3 + 1,  # A's runs on target_val, A_m3em on target_test
+        "predict_run": 3,  # one job per run of A (target_val and target_test in one process)
         "evaluate_run": 3,
         "ensemble_scores": 3 + 1,  # every ensemble contains A
         "evaluate_ensemble": 3,

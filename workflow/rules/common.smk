@@ -84,6 +84,9 @@ SUBMISSION_ENSEMBLE = config["submission"]["ensemble"]
 EVAL_SPLITS = tuple(config["evaluate"]["splits"])
 # Splits whose videos the pipeline touches: training domains, evaluation and the test split.
 USED_SPLITS = tuple(dict.fromkeys([SPLITS["source_train"], SPLITS["target_train"], *EVAL_SPLITS, SPLITS["test"]]))
+# Splits every trained run is scored on, in one predict job per run (the test split too: an
+# ensemble may take any run as a member, and scoring it costs far less than a job start).
+PREDICT_SPLITS = tuple(dict.fromkeys([*EVAL_SPLITS, SPLITS["test"]]))
 OFFICIAL_FEATURES = INPUTS.get("official_features_dir")
 FEATURES_DIR = config["features"]["features_dir"]
 METHOD_NAMES = tuple(m.value for m in Method)

@@ -21,4 +21,4 @@ rule demo_data:
     conda:
         env("video")
     shell:
-        "python -m epic_demo --config \"$M3EM_CONFIG\" --no-progress > {log} 2>&1"
+        "python -m epic_demo --config \"$M3EM_CONFIG\" --jobs {threads} --no-progress > {log} 2>&1"

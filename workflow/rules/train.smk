@@ -43,11 +43,13 @@ rule predict_run:
         features=train_inputs,
         ann=annotation_files(),
     output:
-        scores_file("{model}_{method}", "{split}"),
+        [scores_file("{model}_{method}", s) for s in PREDICT_SPLITS],
+    params:
+        splits=" ".join(PREDICT_SPLITS),
     log:
-        f"{LOGS}/predict/{{model}}_{{method}}/{{split}}.log",
+        f"{LOGS}/predict/{{model}}_{{method}}.log",
     benchmark:
-        f"{BENCH}/predict/{{model}}_{{method}}/{{split}}.tsv"
+        f"{BENCH}/predict/{{model}}_{{method}}.tsv"
     threads: 1
     resources:
         mem_mb=16000,
@@ -55,6 +57,7 @@ rule predict_run:
         gpu=gpu_request("train"),
     conda:
         env("torch")
+    # One process scores all PREDICT_SPLITS: torch starts once per run, not once per (run, split).
     shell:
-        "OMP_NUM_THREADS={threads} python -m m3em.predict --config \"$M3EM_CONFIG\" --checkpoint {input.model} --split {wildcards.split}"
-        " --out {output} --no-progress > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m m3em.predict --config \"$M3EM_CONFIG\" --checkpoint {input.model}"
+        " --split {params.splits} --out {output} --no-progress > {log} 2>&1"
