@@ -1,9 +1,12 @@
-"""Evaluate one score file against a labelled split (official metrics, DESIGN section 5).
+"""Evaluate score files against labelled splits (official metrics, DESIGN section 5).
 
 Usage::
 
     python -m m3em.evaluate --config config.yaml --scores results/scores/A_m3em/target_val.npz \\
         --split target_val --out results/metrics/A_m3em/target_val.json
+
+``--scores``, ``--split`` and ``--out`` take one or more values, paired in order: the workflow
+evaluates all of a run's splits in one process.
 
 The metrics file (JSON, percentages like the official scorer prints them)::
 
@@ -251,9 +254,9 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="config.yaml (evaluate: and data.annotations_dir)")
-    p.add_argument("--scores", type=Path, required=True, help="score file (.npz, m3em.scores)")
-    p.add_argument("--split", required=True, help="labelled split, e.g. target_val")
-    p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    p.add_argument("--scores", type=Path, nargs="+", required=True, help="score file(s) (.npz, m3em.scores)")
+    p.add_argument("--split", nargs="+", required=True, help="labelled split of each score file, e.g. target_val")
+    p.add_argument("--out", type=Path, nargs="+", required=True, help="metrics JSON to write for each score file")
     p.add_argument("--annotations", type=Path, default=None, help="annotation directory (default: data.annotations_dir)")
     p.add_argument("--model", default=None, help="model label for the tables (A-D; default: scores meta 'model')")
     p.add_argument("--method", default=None,
@@ -263,21 +266,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not len(args.scores) == len(args.split) == len(args.out):
+        parser.error(f"--scores, --split and --out pair up: got {len(args.scores)}, {len(args.split)} and "
+                     f"{len(args.out)} values")
     cfg = load_config(args.config)
     ecfg = build_dataclass(EvaluateConfig, cfg.get("evaluate", {}), "evaluate")
-    if args.split not in LABELLED_SPLITS:
-        raise ConfigError(f"--split {args.split}: not a labelled split; labelled: {sorted(LABELLED_SPLITS)}")
+    bad = [s for s in args.split if s not in LABELLED_SPLITS]
+    if bad:
+        raise ConfigError(f"--split {' '.join(bad)}: not a labelled split; labelled: {sorted(LABELLED_SPLITS)}")
     annotations = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"])
-    labels = annotations.split(args.split, labelled=True)
-    scores = read_scores(args.scores, n_verbs=len(annotations.verbs), n_nouns=len(annotations.nouns))
-    ev = evaluate_split(scores, labels, ecfg, where=str(args.scores))
-    rec = metrics_record(ev, split=args.split, scores_path=str(args.scores),
-                         meta=scores.meta, model=args.model, method=args.method, name=args.name)
-    atomic_write_text(args.out, json.dumps(rec, indent=2, sort_keys=True) + "\n")
-    line = "  ".join(f"{t}@{k} {v:.2f} [{lo:.2f}, {hi:.2f}]" for t, a in rec["accuracy"].items()
-                     for k, v in a.items() for lo, hi in [rec["accuracy_ci"][t][k]])
-    print(f"{args.scores} on {args.split} ({len(labels)} segments): {line}")
+    for scores_path, split, out in zip(args.scores, args.split, args.out):
+        labels = annotations.split(split, labelled=True)
+        scores = read_scores(scores_path, n_verbs=len(annotations.verbs), n_nouns=len(annotations.nouns))
+        ev = evaluate_split(scores, labels, ecfg, where=str(scores_path))
+        rec = metrics_record(ev, split=split, scores_path=str(scores_path),
+                             meta=scores.meta, model=args.model, method=args.method, name=args.name)
+        atomic_write_text(out, json.dumps(rec, indent=2, sort_keys=True) + "\n")
+        line = "  ".join(f"{t}@{k} {v:.2f} [{lo:.2f}, {hi:.2f}]" for t, a in rec["accuracy"].items()
+                         for k, v in a.items() for lo, hi in [rec["accuracy_ci"][t][k]])
+        print(f"{scores_path} on {split} ({len(labels)} segments): {line}")
     return 0
 
 

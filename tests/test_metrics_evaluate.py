@@ -80,6 +80,15 @@ def test_evaluate_cli_known_accuracies(tmp_path, cfg_path, epic_slice):
                    "--out", str(again)])
     assert again.read_text() == out.read_text()
     assert evaluate.read_metrics(out)["accuracy_ci"] == ci
+    # Several score files in one call (the workflow's one evaluate job per run): paired in order,
+    # each output equal to its own call; unpaired counts are an argparse error.
+    pair = [tmp_path / "p1.json", tmp_path / "p2.json"]
+    assert evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), str(tmp_path / "s.npz"),
+                          "--split", "target_val", "target_val", "--out", *map(str, pair)]) == 0
+    assert [p.read_text() for p in pair] == [out.read_text()] * 2
+    with pytest.raises(SystemExit):
+        evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), "--split", "target_val",
+                       "target_val", "--out", str(tmp_path / "x.json")])
 
 
 def test_evaluate_refuses_mismatched_ids(tmp_path, cfg_path, epic_slice):

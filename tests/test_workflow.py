@@ -41,9 +41,9 @@ def test_demo_dag_from_empty_directory(tmp_path):
         "features_video": len(videos),  # one job per video writes its 7 streams
         "train_run": n_runs,
         "predict_run": n_runs,  # one job per run scores every evaluated split and target_test
-        "evaluate_run": n_runs * n_eval,
+        "evaluate_run": n_runs,  # one job per run evaluates every split
         "ensemble_scores": 3 * n_eval + 1,  # three ensembles on both, the submitted one on target_test
-        "evaluate_ensemble": 3 * n_eval,
+        "evaluate_ensemble": 3,
         "submission_zip": 1,
         "check_submission": 1,
         "report_md": 1,

@@ -22,7 +22,10 @@ for _rule, _streams in extraction_jobs().items():
             f"{LOGS}/features/{_rule}/{{video}}.log",
         benchmark:
             f"{BENCH}/features/{_rule}/{{video}}.tsv"
-        threads: 4
+        # One thread per job: on a laptop, jobs side by side beat one job on several threads (one
+        # demo video, 7 streams: 15.9 s on 2 threads, 18.1 s on 1, so two 1-thread jobs give 1.75x
+        # the throughput). Profiles set more (set-threads), e.g. for GPU jobs' data loading.
+        threads: 1
         resources:
             mem_mb=16000,
             runtime=480,  # minutes: all of a video's streams (7 on EPIC) in one GPU job
