@@ -92,11 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.out) != len(args.split):
         p.error(f"--out needs one file per --split: {len(args.split)} split(s), {len(args.out)} file(s)")
     try:
-        torch.set_grad_enabled(False)
         cfg = load_config(args.config)
-        for split, out in zip(args.split, args.out):
-            run_prediction(cfg, args.checkpoint, split, out, progress=not args.no_progress)
-            print(out)
+        # A context, not torch.set_grad_enabled(False): main() is also called in-process (tests).
+        with torch.no_grad():
+            for split, out in zip(args.split, args.out):
+                run_prediction(cfg, args.checkpoint, split, out, progress=not args.no_progress)
+                print(out)
     except (ConfigError, FeatureDataError, CheckpointError, TrainingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
