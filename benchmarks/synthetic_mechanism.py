@@ -289,6 +289,15 @@ def mean_ci(x: np.ndarray) -> tuple[float, float]:
 
 BEGIN, END = "<!-- synthetic_mechanism:begin -->", "<!-- synthetic_mechanism:end -->"
 
+#: Paired differences beyond the reference column, each isolating one part of TA3N + M3EM.
+ABLATION_PAIRS: dict[tuple[str, str], str] = {
+    ("m3em", "m3em_cmc"): "SMR added to CMC",
+    ("m3em_smr", "ta3n_late"): "SMR alone",
+    ("m3em", "oracle_c"): "learned C against the true-object mask",
+    ("m3em", "zero_c"): "learned C against C = 0 (both behind SMR)",
+    ("ta3n", "source_only"): "TA3N's adversarial terms (one branch)",
+}
+
 
 def _cell(values: list[float], fmt: str = "{:.1f}", signed: bool = False) -> str:
     mu, h = mean_ci(np.asarray(values))
@@ -318,6 +327,15 @@ def report_tables(recs: list[dict[str, Any]]) -> str:
                 cells.append(_cell([r["runs"][k][m] - r["runs"][REFERENCE][m] for r in rs], signed=True) if ok else "")
             lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
         lines.append("")
+        pairs = [(a, b) for a, b in ABLATION_PAIRS if a in runs and b in runs]
+        if pairs:
+            lines += ["Paired differences that isolate one part (same seed; mean ± 95 % t-interval over seeds):", "",
+                      "| Difference | what it isolates | " + " | ".join(f"Δ{m}" for m in METRICS) + " |",
+                      "|---|---|" + "---:|" * len(METRICS)]
+            for a, b in pairs:
+                cells = [_cell([r["runs"][a][m] - r["runs"][b][m] for r in rs], signed=True) for m in METRICS]
+                lines.append(f"| `{a}` − `{b}` | {ABLATION_PAIRS[(a, b)]} | " + " | ".join(cells) + " |")
+            lines.append("")
         diag = [k for k in runs if "c_argmax_hit" in rs[0]["runs"][k] or "gate_self_rgb_content" in rs[0]["runs"][k]]
         if diag:
             lines += ["Diagnostics (target-val; means ± 95 % intervals over seeds). C hit: argmax of C on an "
