@@ -17,8 +17,8 @@ rule flow_video:
     benchmark:
         f"{BENCH}/flow/{{video}}.tsv"
     # Default flow.threads; the job passes what it is granted (profiles' set-threads) to the
-    # extractor. The demo uses 1 so that two videos are solved side by side: with 2 threads one
-    # OpenCV TV-L1 job kept only ~1.2 of 2 cores busy.
+    # extractor. The demo uses 1: two videos side by side took as long as one 2-thread job at a
+    # time (stage 148 s vs 144 s), and per-video jobs then share cores like the other stages.
     threads: int(config["flow"]["threads"])
     resources:
         mem_mb=4000,
