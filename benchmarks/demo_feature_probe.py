@@ -43,6 +43,26 @@ def pooled(results: Path, annotations: EpicAnnotations, split: str, stream: str,
     return np.stack(x), df.verb_class.to_numpy(), df.noun_class.to_numpy()
 
 
+def transfer_probe(fit: tuple[np.ndarray, np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   target: tuple[np.ndarray, np.ndarray, np.ndarray], c: float = 0.1,
+                   max_iter: int = 1000) -> dict[str, tuple[float, float]]:
+    """The probe: fit on ``fit``, score on ``held`` (held-out source) and ``target``.
+
+    Each part is ``(X (N, c), verb (N,), noun (N,))``; features are standardised with the fit
+    part's statistics, then a multinomial logistic regression (inverse L2 strength ``c``) is fit
+    per task. Also used by ``demo_signal_probe.py``.
+
+    Returns:
+        ``{"verb" | "noun": (held-out top-1, target top-1)}`` as fractions.
+    """
+    scaler = StandardScaler().fit(fit[0])
+    out = {}
+    for k, task in ((1, "verb"), (2, "noun")):
+        clf = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(fit[0]), fit[k])
+        out[task] = (clf.score(scaler.transform(held[0]), held[k]), clf.score(scaler.transform(target[0]), target[k]))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=Path("results"), help="the DAG's results directory")
@@ -61,12 +81,8 @@ def main() -> None:
         fit = pooled(args.results, ann, "source_train", stream, fit_v)
         held = pooled(args.results, ann, "source_train", stream, held_v)
         tgt = pooled(args.results, ann, "target_val", stream)
-        scaler = StandardScaler().fit(fit[0])
-        cells = []
-        for k in (1, 2):
-            clf = LogisticRegression(C=args.c, max_iter=1000).fit(scaler.transform(fit[0]), fit[k])
-            cells += [clf.score(scaler.transform(held[0]), held[k]), clf.score(scaler.transform(tgt[0]), tgt[k])]
-        print(f"| {stream} | " + " | ".join(f"{c:.2f}" for c in (cells[0], cells[1], cells[2], cells[3])) + " |")
+        r = transfer_probe(fit, held, tgt, c=args.c)
+        print(f"| {stream} | " + " | ".join(f"{c:.2f}" for c in (*r["verb"], *r["noun"])) + " |")
     print(f"chance: verb {1 / len(ann.verbs):.3f}, noun {1 / len(ann.nouns):.3f}; "
           f"segments: fit {len(fit[1])}, held-out {len(held[1])}, target {len(tgt[1])}")
 

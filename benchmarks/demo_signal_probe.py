@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from demo_feature_probe import transfer_probe
 from scipy import signal
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 import epic_demo.scene as scene_module
 from epic_demo.audio import SAMPLE_RATE, soundtrack
@@ -137,18 +136,14 @@ def visual_features(videos, object_scale: float, size: int, seed: int) -> tuple[
 
 
 def probe(features: np.ndarray, probed: Probed) -> dict[str, tuple[float, float]]:
-    """``{"verb"/"noun": (held-out source top-1, target_val top-1)}``."""
+    """``{"verb"/"noun": (held-out source top-1, target_val top-1)}`` (``demo_feature_probe``'s probe)."""
     video, split = np.array(probed.video), np.array(probed.split)
+    verb, noun = np.array(probed.verb), np.array(probed.noun)
     source = split == "source_train"
     fit_video = sorted(set(video[source]))[0]
-    fit, held, tgt = source & (video == fit_video), source & (video != fit_video), split == "target_val"
-    out = {}
-    for name, labels in (("verb", np.array(probed.verb)), ("noun", np.array(probed.noun))):
-        scaler = StandardScaler().fit(features[fit])
-        clf = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(features[fit]), labels[fit])
-        out[name] = (clf.score(scaler.transform(features[held]), labels[held]),
-                     clf.score(scaler.transform(features[tgt]), labels[tgt]))
-    return out
+    parts = [source & (video == fit_video), source & (video != fit_video), split == "target_val"]
+    fit, held, tgt = ((features[m], verb[m], noun[m]) for m in parts)
+    return transfer_probe(fit, held, tgt, c=0.1, max_iter=3000)
 
 
 def style_value(text: str) -> object:
