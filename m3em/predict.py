@@ -46,7 +46,17 @@ BOX_STREAMS: frozenset[str] = frozenset({"tbn_crop_rgb", "tbn_crop_flow", "objec
 def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, out: str | Path, *,
                    progress: bool = True) -> Path:
     """Write the scores of ``split`` to ``out`` (an ``.npz``) and return ``out``."""
-    checkpoint, out = Path(checkpoint), Path(out)
+    return run_predictions(cfg, checkpoint, [(split, out)], progress=progress)[0]
+
+
+def run_predictions(cfg: Mapping[str, Any], checkpoint: str | Path, jobs: Sequence[tuple[str, str | Path]], *,
+                    progress: bool = True) -> list[Path]:
+    """Score each ``(split, out)`` of ``jobs`` with one loaded model; returns the ``out`` paths.
+
+    The checkpoint, annotations and network are loaded once; every split's feature files are still
+    checked against the checkpoint's architecture.
+    """
+    checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     model_name, method = str(ckpt["model_name"]), Method(ckpt["method"])
     mcfg, arch = model_config(cfg["models"], model_name)
@@ -55,30 +65,37 @@ def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, o
     sources = data_sources(cfg)
     annotations = EpicAnnotations.open(sources.annotations_dir)
     n_verbs, n_nouns = len(annotations.verbs), len(annotations.nouns)
-    # Labels are not needed to score; reading the split unlabelled also works for test splits.
-    dataset = open_split(sources, annotations, split, model_name, mcfg, tc, labelled=False)
-    if tc.check_finite:
-        dataset.check_finite(progress=progress)
-    check_architecture(checkpoint, ckpt["architecture"],
-                       architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, dataset.shapes,
-                                    tc.standardise_features))
-    model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
-                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=dataset.spatial,
-                        standardise=tc.standardise_features)
-    load_model_state(checkpoint, model, ckpt["model"])
-    model.to(device)
-    idx, verb, noun = predict_logits(model, dataset, tc.batch_size_eval, device, tc.num_workers, progress=progress,
-                                     desc=f"{model_name}/{method.value} {split}")
-    order = np.argsort(np.asarray(idx, dtype=np.int64), kind="stable")
-    ids = [dataset.narration_ids[idx[i]] for i in order]
-    write_scores(out, ids, verb.numpy()[order], noun.numpy()[order], meta={
-        "kind": "logits", "model": model_name, "method": method.value, "split": split,
-        "checkpoint": str(checkpoint), "epoch": int(ckpt["epoch"]), "git_revision": str(ckpt.get("git_revision", "")),
-        "labelled_split": split in LABELLED_SPLITS,
-        # Crops and object features come from hand-object boxes: SLS training-labels level 4.
-        "uses_hand_object_boxes": any(m.stream in BOX_STREAMS for m in mcfg.modalities.values()),
-    })
-    return out
+    model = None
+    written = []
+    for split, out in jobs:
+        out = Path(out)
+        # Labels are not needed to score; reading the split unlabelled also works for test splits.
+        dataset = open_split(sources, annotations, split, model_name, mcfg, tc, labelled=False)
+        if tc.check_finite:
+            dataset.check_finite(progress=progress)
+        check_architecture(checkpoint, ckpt["architecture"],
+                           architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, dataset.shapes,
+                                        tc.standardise_features))
+        if model is None:  # the architecture check above makes every split's maps agree with the first's
+            model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
+                                dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=dataset.spatial,
+                                standardise=tc.standardise_features)
+            load_model_state(checkpoint, model, ckpt["model"])
+            model.to(device)
+        idx, verb, noun = predict_logits(model, dataset, tc.batch_size_eval, device, tc.num_workers,
+                                         progress=progress, desc=f"{model_name}/{method.value} {split}")
+        order = np.argsort(np.asarray(idx, dtype=np.int64), kind="stable")
+        ids = [dataset.narration_ids[idx[i]] for i in order]
+        write_scores(out, ids, verb.numpy()[order], noun.numpy()[order], meta={
+            "kind": "logits", "model": model_name, "method": method.value, "split": split,
+            "checkpoint": str(checkpoint), "epoch": int(ckpt["epoch"]),
+            "git_revision": str(ckpt.get("git_revision", "")),
+            "labelled_split": split in LABELLED_SPLITS,
+            # Crops and object features come from hand-object boxes: SLS training-labels level 4.
+            "uses_hand_object_boxes": any(m.stream in BOX_STREAMS for m in mcfg.modalities.values()),
+        })
+        written.append(out)
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config)
         # A context, not torch.set_grad_enabled(False): main() is also called in-process (tests).
         with torch.no_grad():
-            for split, out in zip(args.split, args.out):
-                run_prediction(cfg, args.checkpoint, split, out, progress=not args.no_progress)
+            for out in run_predictions(cfg, args.checkpoint, list(zip(args.split, args.out)),
+                                       progress=not args.no_progress):
                 print(out)
     except (ConfigError, FeatureDataError, CheckpointError, TrainingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
