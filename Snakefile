@@ -6,7 +6,7 @@
 # Stage targets: demo_data, flow, detections, finetune, features, train, evaluate, ensemble,
 # submission, report (and all). See docs/workflow.md.
 
-from m3em.config import validate_config
+from m3em.epic.config import validate_config
 
 configfile: "config.yaml"
 

@@ -37,13 +37,14 @@ import pandas as pd
 import torch
 
 from extractors.audio import AudioConfig
-from extractors.backbones.config import FeaturesConfig, resolve_device
+from extractors.backbones.config import FeaturesConfig
 from extractors.backbones.i3d import I3DTwoStream
 from extractors.backbones.inputs import VideoSpec
 from extractors.backbones.tbn import TBN, Modality
 from extractors.extract import STREAM_BACKBONE, PositionDataset, StreamRunner, _collate, extract
 from extractors.flow_archive import FlowArchiveWriter, n_flow_frames
-from m3em.features import segment_positions
+from m3em.epic.features import segment_positions
+from m3em.runtime import resolve_device
 
 FPS = 50
 

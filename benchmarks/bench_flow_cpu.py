@@ -31,7 +31,7 @@ import torch
 from extractors.tvl1 import EPIC_PARAMS, compute_flow
 from extractors.tvl1.synthetic import end_point_error
 from extractors.tvl1.video_pairs import gray_pairs
-from m3em.atomic import atomic_write_text
+from m3em.epic.atomic import atomic_write_text
 
 
 def measure(prev: np.ndarray, nxt: np.ndarray, threads: int, repeats: int) -> tuple[dict, float]:

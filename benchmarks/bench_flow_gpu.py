@@ -34,7 +34,7 @@ import torch
 from extractors.tvl1 import EPIC_PARAMS, compute_flow
 from extractors.tvl1.synthetic import end_point_error
 from extractors.tvl1.video_pairs import gray_pairs
-from m3em.atomic import atomic_write_text
+from m3em.epic.atomic import atomic_write_text
 
 
 def _write(out_dir: Path, report: dict) -> None:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from m3em.data import FeatureSplit, ModalityInput, epoch_batches, make_loader
-from m3em.features import feature_path, write_features
+from m3em.epic.features import feature_path, write_features
 from m3em.models import M3EM, ActionModel, BranchSpec, DomainBetas, ModalitySpec, compute_losses
 
 MODS = [ModalityInput("rgb", "tbn_rgb", 1024, "bench"), ModalityInput("flow", "tbn_flow", 1024, "bench"),

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from m3em.annotations import EpicAnnotations, read_annotation_file
+from m3em.epic.annotations import EpicAnnotations, read_annotation_file
 
 K = 16  # sampled instants per segment
 

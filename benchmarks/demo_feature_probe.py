@@ -22,8 +22,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from m3em.annotations import EpicAnnotations
-from m3em.features import FeatureFile, feature_path
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.features import FeatureFile, feature_path
 
 
 def pooled(results: Path, annotations: EpicAnnotations, split: str, stream: str,

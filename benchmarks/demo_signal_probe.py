@@ -43,7 +43,7 @@ from extractors.backbones.bninception import BNInception
 from extractors.backbones.i3d import I3D, normalise_i3d
 from extractors.backbones.inputs import resize_center_crop
 from extractors.backbones.tbn import Modality, normalise
-from m3em.config import load_config
+from m3em.epic.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("source_train", "target_val")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from extractors.detections import detectron2_backend as backend
+from m3em.runtime import resolve_device
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    backend.resolve_device(args.device)
+    resolve_device(args.device, "--device")
     backend.import_detectron2()
     from detectron2 import model_zoo
     from detectron2.modeling import build_model

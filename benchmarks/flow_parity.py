@@ -29,7 +29,7 @@ import torch
 from extractors.tvl1 import EPIC_PARAMS, OPENCV_CPU_DEFAULTS, TVL1Params, compute_flow
 from extractors.tvl1.synthetic import end_point_error, make_pair, rotation_flow, translation_flow
 from extractors.tvl1.video_pairs import gray_pairs
-from m3em.atomic import atomic_write_text
+from m3em.epic.atomic import atomic_write_text
 
 SETTINGS: dict[str, TVL1Params] = {"epic": EPIC_PARAMS, "opencv_default": OPENCV_CPU_DEFAULTS}
 BAND = 16

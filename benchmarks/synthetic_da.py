@@ -30,10 +30,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from m3em.annotations import EpicAnnotations  # noqa: E402
-from m3em.atomic import atomic_write_text  # noqa: E402
+from m3em.epic.annotations import EpicAnnotations  # noqa: E402
+from m3em.epic.atomic import atomic_write_text  # noqa: E402
+from m3em.epic.scores import read_scores  # noqa: E402
 from m3em.evaluate import evaluate_scores  # noqa: E402
-from m3em.scores import read_scores  # noqa: E402
 from m3em.synthetic import SyntheticSpec, generate  # noqa: E402
 
 METHODS = ("source_only", "ta3n", "m3em")

@@ -41,9 +41,9 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from m3em.atomic import atomic_write_text  # noqa: E402
 from m3em.checkpoint import git_revision  # noqa: E402
 from m3em.data import epoch_batches  # noqa: E402
+from m3em.epic.atomic import atomic_write_text  # noqa: E402
 from m3em.methods import Method  # noqa: E402
 from m3em.models import ActionModel, DomainBetas, build_model, compute_losses, dann_coefficient, model_config  # noqa: E402
 from m3em.synthetic import MechanismSpec, MechanismSplit, mechanism_data  # noqa: E402

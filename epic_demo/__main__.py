@@ -13,7 +13,7 @@ from pathlib import Path
 
 from epic_demo.generate import DemoConfig, generate_dataset
 from epic_demo.spec import SIZES
-from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.epic.config import ConfigError, build_dataclass, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

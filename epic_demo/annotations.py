@@ -1,7 +1,7 @@
 """Writers of the demo's annotation files in the official EPIC-KITCHENS-100 CSV layout.
 
 Same file names, columns and column order as the official release
-(:data:`m3em.annotations.OFFICIAL_LABELLED_COLUMNS` / ``OFFICIAL_TIMESTAMP_COLUMNS``), timestamps
+(:data:`m3em.epic.annotations.OFFICIAL_LABELLED_COLUMNS` / ``OFFICIAL_TIMESTAMP_COLUMNS``), timestamps
 formatted like the official ones (``00:00:03.37`` for start/stop, ``00:00:01.089`` for the
 narration), list columns written like pandas writes Python lists (``['cup']``, ``[1]``). The CSV
 module with ``\\n`` line ends makes the bytes depend on the rows only.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from epic_demo.scene import Segment
 from epic_demo.spec import NOUNS, VERBS, VideoSpec
-from m3em.annotations import (
+from m3em.epic.annotations import (
     NOUN_CLASSES_FILE,
     OFFICIAL_LABELLED_COLUMNS,
     OFFICIAL_TIMESTAMP_COLUMNS,
@@ -24,7 +24,7 @@ from m3em.annotations import (
     VERB_CLASSES_FILE,
     VIDEO_INFO_FILE,
 )
-from m3em.atomic import atomic_write_text
+from m3em.epic.atomic import atomic_write_text
 
 
 def format_timestamp(seconds: float, decimals: int) -> str:

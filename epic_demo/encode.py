@@ -16,10 +16,11 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
+from m3em.epic.errors import InputError
 
 
-class EncodeError(RuntimeError):
+class EncodeError(RuntimeError, InputError):
     """ffmpeg failed; the message carries the file and ffmpeg's own error output."""
 
 

@@ -37,8 +37,8 @@ from epic_demo.encode import Mp4Writer
 from epic_demo.scene import Scene, Segment, plan_segments
 from epic_demo.spec import NOUNS, SIZES, VERBS, VideoSpec, plan_videos
 from extractors.detections.official import write_official_detections
-from m3em.annotations import LABELLED_SPLITS
-from m3em.atomic import atomic_write_text
+from m3em.epic.annotations import LABELLED_SPLITS
+from m3em.epic.atomic import atomic_write_text
 
 MANIFEST = "demo_manifest.json"
 FORMAT = "epic-demo/1"

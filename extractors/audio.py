@@ -53,12 +53,14 @@ from pathlib import Path
 
 import numpy as np
 
+from m3em.epic.errors import InputError
+
 #: Seconds by which decoded audio may fall short of the track's stated duration, and by which a
 #: spectrogram's centre may lie past the end of the decoded audio, before either is an error.
 END_TOLERANCE_S = 0.1
 
 
-class AudioError(RuntimeError):
+class AudioError(RuntimeError, InputError):
     """A missing or unreadable file, or one without an audio track; the message names the file."""
 
 

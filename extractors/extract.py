@@ -1,4 +1,4 @@
-"""Extract per-segment backbone features of one video into the feature contract (``m3em.features``).
+"""Extract per-segment backbone features of one video into the feature contract (``m3em.epic.features``).
 
     python -m extractors.extract --config config.yaml --video-id P01_101 \
         --stream tbn_rgb --out results/features/tbn_rgb/P01_101.safetensors \
@@ -31,7 +31,7 @@ fine-tuned with (its ``meta``), not re-read from ``backbones``. The crop streams
 fine-tuned on full frames (it never saw crops), the same ``--checkpoint`` as ``tbn_rgb``. Segments: every row of every annotation split
 file present in ``data.annotations_dir`` whose video is this one (a narration id listed in two
 splits must have the same frames), sorted by start frame; positions are
-:func:`m3em.features.segment_positions` (P from ``features.positions``). Input rules (geometry,
+:func:`m3em.epic.features.segment_positions` (P from ``features.positions``). Input rules (geometry,
 flow stacks, clip padding, short flow archives, NaN) are in :mod:`extractors.backbones.inputs`.
 
 Device: ``features.device``; CUDA requested but absent is an error. On GPU the models run in
@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from extractors.audio import AudioConfig
-from extractors.backbones.config import FeaturesConfig, resolve_device
+from extractors.backbones.config import FeaturesConfig
 from extractors.backbones.i3d import I3DTwoStream, normalise_i3d
 from extractors.backbones.inputs import VideoInputs, VideoSpec
 from extractors.backbones.tbn import TBN, Modality, normalise, pool_vector
@@ -66,17 +66,23 @@ from extractors.backbones.weights import CheckpointError, load_strict, read_chec
 from extractors.detections.config import CropsConfig
 from extractors.flow import FlowConfig
 from extractors.video import DecodeConfig, annotation_fps
-from m3em.annotations import AnnotationError, EpicAnnotations, video_segments
-from m3em.config import ConfigError, build_dataclass, load_config
-from m3em.features import feature_path, segments_frames, write_features
+from m3em.epic.annotations import AnnotationError, EpicAnnotations, video_segments
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.features import feature_path, segments_frames, write_features
+from m3em.epic.streams import EXTRACTED_STREAMS, Backbone, InputKind, stream_info
+from m3em.runtime import resolve_device
 
 log = logging.getLogger("extractors.extract")
 
-#: Backbone of each stream this module extracts.
-STREAM_BACKBONE: dict[str, str] = {
-    "tbn_rgb": "tbn", "tbn_flow": "tbn", "tbn_audio": "tbn", "tbn_crop_rgb": "tbn", "tbn_crop_flow": "tbn",
-    "i3d_rgb": "i3d", "i3d_flow": "i3d",
-}
+
+#: The TBN sub-network of each input kind.
+TBN_MODALITY: dict[InputKind, Modality] = {InputKind.RGB: Modality.RGB, InputKind.FLOW: Modality.FLOW,
+                                           InputKind.AUDIO: Modality.SPEC}
+
+
+def backbone_of(stream: str) -> str:
+    """``"tbn"`` / ``"i3d"``: the backbone (and checkpoint) that computes ``stream``."""
+    return stream_info(stream).backbone.value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +107,7 @@ class PositionDataset(Dataset):
         self.bounds = segments[["start_frame", "stop_frame"]].to_numpy(np.int64)
         self.positions = positions
         self.streams = tuple(streams)
-        self.sizes = {s: int(sizes[s]) for s in self.streams if s != "tbn_audio"}
+        self.sizes = {s: int(sizes[s]) for s in self.streams if stream_info(s).input_kind is not InputKind.AUDIO}
         self.clip_length = clip_length
         self._inputs: VideoInputs | None = None
 
@@ -120,23 +126,18 @@ class PositionDataset(Dataset):
         out = {}
         with v.shared_decode():  # the segment's frames are decoded once for all its streams
             for s in self.streams:
-                size = self.sizes.get(s, 0)
-                if s == "tbn_rgb":
-                    out[s] = v.rgb(pos, size)
-                elif s == "tbn_crop_rgb":
-                    out[s] = v.rgb(pos, size, crop=True)
-                elif s == "tbn_flow":
-                    out[s] = v.flow_stack(pos, size)
-                elif s == "tbn_crop_flow":
-                    out[s] = v.flow_stack(pos, size, crop=True)
-                elif s == "tbn_audio":
+                info, size = stream_info(s), self.sizes.get(s, 0)
+                if info.input_kind is InputKind.AUDIO:
                     out[s] = v.spectrogram(pos)
-                elif s == "i3d_rgb":
-                    out[s] = v.rgb_clips(pos, int(start), int(stop), self.clip_length, size)
-                elif s == "i3d_flow":
-                    out[s] = v.flow_clips(pos, int(start), int(stop), self.clip_length, size)
+                elif info.backbone is Backbone.I3D:  # clips around each position, no crop
+                    clips = v.rgb_clips if info.input_kind is InputKind.RGB else v.flow_clips
+                    out[s] = clips(pos, int(start), int(stop), self.clip_length, size)
+                elif info.input_kind is InputKind.RGB:
+                    out[s] = v.rgb(pos, size, crop=info.crop)
+                elif info.input_kind is InputKind.FLOW:
+                    out[s] = v.flow_stack(pos, size, crop=info.crop)
                 else:
-                    raise ValueError(f"unknown stream {s!r}")
+                    raise ValueError(f"stream {s!r}: extraction has no {info.backbone.value} input")
         return out
 
 
@@ -188,11 +189,11 @@ class StreamRunner:
         """``(N, ...)`` raw inputs of ``stream`` -> ``(N, 1024, h, w)`` / ``(N, 1024)`` fp16 on the CPU."""
         x = x.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            if STREAM_BACKBONE[stream] == "tbn":
+            info = stream_info(stream)
+            if info.backbone is Backbone.TBN:
                 if not isinstance(self.model, TBN):
                     raise CheckpointError(f"stream {stream} needs a TBN checkpoint")
-                m = {"tbn_rgb": Modality.RGB, "tbn_crop_rgb": Modality.RGB, "tbn_flow": Modality.FLOW,
-                     "tbn_crop_flow": Modality.FLOW, "tbn_audio": Modality.SPEC}[stream]
+                m = TBN_MODALITY[info.input_kind]
                 if m not in self.model.modalities:
                     raise CheckpointError(f"stream {stream}: the TBN checkpoint has no {m.value} stream")
                 x = normalise(m, x)
@@ -204,7 +205,7 @@ class StreamRunner:
             else:
                 if not isinstance(self.model, I3DTwoStream):
                     raise CheckpointError(f"stream {stream} needs an I3D checkpoint")
-                net = self.model.rgb if stream == "i3d_rgb" else self.model.flow
+                net = self.model.rgb if info.input_kind is InputKind.RGB else self.model.flow
                 x = normalise_i3d(x)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -237,7 +238,7 @@ def extract(spec: VideoSpec, segments: pd.DataFrame, streams: Sequence[str], run
         for s in streams:
             x = batch[s]
             n, p = x.shape[:2]
-            y = runners[STREAM_BACKBONE[s]](s, x.reshape(n * p, *x.shape[2:]))
+            y = runners[backbone_of(s)](s, x.reshape(n * p, *x.shape[2:]))
             y = y.reshape(n, p, *y.shape[1:]).numpy()
             if s not in out:
                 out[s] = np.empty((len(data), *y.shape[1:]), dtype=np.float16)
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extractors.extract", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--video-id", required=True)
-    parser.add_argument("--stream", required=True, action="append", choices=sorted(STREAM_BACKBONE),
+    parser.add_argument("--stream", required=True, action="append", choices=EXTRACTED_STREAMS,
                         help="repeatable: the streams this job writes (any backbones)")
     parser.add_argument("--out", action="append", type=Path, default=None,
                         help="output file per --stream, same order (default: features.features_dir/<stream>/<video>.safetensors)")
@@ -282,7 +283,7 @@ def load_runners(checkpoints: Sequence[Path], streams: Sequence[str], device: to
     Returns ``({backbone: runner}, {backbone: meta}, {backbone: checkpoint path})``; a checkpoint
     no stream uses, two of one backbone, or a backbone without one is an error.
     """
-    needed = sorted({STREAM_BACKBONE[s] for s in streams})
+    needed = sorted({backbone_of(s) for s in streams})
     runners: dict[str, StreamRunner] = {}
     metas: dict[str, dict] = {}
     paths: dict[str, Path] = {}
@@ -318,17 +319,18 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.out is not None and len(args.out) != len(streams):
         raise ConfigError(f"give one --out per --stream ({len(streams)} streams, {len(args.out)} outputs)")
     outs = list(args.out) if args.out is not None else [feature_path(feats.features_dir, s, args.video_id) for s in streams]
-    needs_frames = any(s in ("tbn_rgb", "tbn_crop_rgb", "i3d_rgb") for s in streams)
+    kinds = {stream_info(s).input_kind for s in streams}
+    needs_frames = InputKind.RGB in kinds
     if needs_frames and args.video is None and args.frames is None:
         raise ConfigError(f"streams {streams} need RGB frames: give --video or --frames")
-    if "tbn_audio" in streams and args.video is None:
-        raise ConfigError("tbn_audio needs the video file (--video) for its sound track")
-    if any(s.endswith("flow") for s in streams) and args.flow is None:
+    if InputKind.AUDIO in kinds and args.video is None:
+        raise ConfigError(f"streams {streams} need the video file (--video) for its sound track")
+    if InputKind.FLOW in kinds and args.flow is None:
         raise ConfigError(f"streams {streams} need --flow")
-    if any("_crop_" in s for s in streams) and args.crops is None:
+    if any(stream_info(s).crop for s in streams) and args.crops is None:
         raise ConfigError(f"streams {streams} need --crops")
 
-    device = resolve_device(feats.device)
+    device = resolve_device(feats.device, "features.device")
     t0 = time.perf_counter()
     runners, metas, ckpt_of = load_runners(list(args.checkpoint), streams, device, feats)
     ann = EpicAnnotations.open(cfg["data"]["annotations_dir"])
@@ -339,17 +341,17 @@ def run(args: argparse.Namespace) -> list[Path]:
         decode_height=decode.height, flow_stride=flow.stride, flow_dilation=flow.dilation, flow_box=crops.flow_box,
         audio=audio,
     )
-    sizes = {s: int(metas[STREAM_BACKBONE[s]]["input_size"]) for s in streams}
+    sizes = {s: int(metas[backbone_of(s)]["input_size"]) for s in streams}
     clip_length = int(metas["i3d"]["clip_length"]) if "i3d" in metas else 0
     features, positions = extract(spec, segments, streams, runners, feats, sizes, clip_length)
     nids = segments["narration_id"].astype(str).tolist()
     for s, out in zip(streams, outs):
-        meta = metas[STREAM_BACKBONE[s]]
+        meta = metas[backbone_of(s)]
         producer = {"backbone": meta["backbone"], "checkpoint": str(ckpt_of[meta["backbone"]]),
                     "checkpoint_epoch": meta.get("epoch"),
                     "input_size": meta["input_size"], "device": str(device),
                     "autocast": feats.autocast if device.type == "cuda" else "none"}
-        if s.startswith("i3d"):
+        if stream_info(s).backbone is Backbone.I3D:
             producer["clip_length"] = meta["clip_length"]
         write_features(out, features[s], nids, positions, stream=s, video_id=args.video_id, producer=producer)
     log.info("%s: %d segments x %d positions, streams %s in %.1f s (%s)", args.video_id, len(segments), feats.positions,

@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from extractors.audio import AudioConfig
-from extractors.backbones.config import BackbonesConfig, FinetuneConfig, Recipe, resolve_device
+from extractors.backbones.config import BackbonesConfig, FinetuneConfig, Recipe
 from extractors.backbones.i3d import I3DTwoStream, load_i3d_backbone, normalise_i3d
 from extractors.backbones.inputs import (
     VideoInputs,
@@ -84,9 +84,10 @@ from extractors.backbones.weights import (
 from extractors.detections.config import CropsConfig
 from extractors.flow import FlowConfig
 from extractors.video import DecodeConfig, annotation_fps
-from m3em.annotations import EpicAnnotations
-from m3em.atomic import atomic_output, atomic_write_text
-from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_output, atomic_write_text
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.runtime import resolve_device
 
 log = logging.getLogger("extractors.finetune")
 
@@ -398,7 +399,7 @@ def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, res
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(ft.device)
+    device = resolve_device(ft.device, "finetune.device")
     if world > 1:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if device.type == "cuda":

@@ -34,8 +34,8 @@ from extractors.flow_archive import (
 )
 from extractors.tvl1 import BACKENDS, TVL1Params, compute_flow
 from extractors.video import DecodeConfig, FrameSource, FrameSourceError, annotation_fps, open_frames
-from m3em.annotations import AnnotationError, EpicAnnotations
-from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.epic.annotations import AnnotationError, EpicAnnotations
+from m3em.epic.config import ConfigError, build_dataclass, load_config
 
 
 @dataclasses.dataclass(frozen=True)

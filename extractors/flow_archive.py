@@ -15,7 +15,7 @@ Pairing (DESIGN section 3): flow frame ``k`` (1-based) is the flow from RGB fram
 numbers); :func:`flow_pairs`, :func:`n_flow_frames`, :func:`rgb_to_flow_index`.
 
 :class:`FlowArchiveWriter` appends frames to the tar as they are computed (memory stays flat
-whatever the video length) under a temporary name, renamed when complete (``m3em.atomic``).
+whatever the video length) under a temporary name, renamed when complete (``m3em.epic.atomic``).
 :func:`open_flow` reads our archives and the official ones alike.
 """
 
@@ -32,12 +32,13 @@ import cv2
 import numpy as np
 
 from extractors.video import TarIndex
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
+from m3em.epic.errors import InputError
 
 _FLOW_NAME = re.compile(r"(?:^|/)(?P<key>[uv])/frame_(?P<n>\d+)\.jpe?g$")
 
 
-class FlowArchiveError(RuntimeError):
+class FlowArchiveError(RuntimeError, InputError):
     """An unreadable or inconsistent flow archive, or bad flow values; the message names the file."""
 
 

@@ -52,6 +52,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from m3em.epic.errors import InputError
+
 #: ``decode.annotation_fps`` values. ``table``: the fps column of the video table *is* the
 #: annotation rate (the demo, and any dataset whose table lists it). ``epic_release``: EPIC's
 #: released frames were resampled to 60 fps for EPIC-55 videos (``PXX_YY``) and 50 fps for the
@@ -64,7 +66,7 @@ _FRAME_NAME = re.compile(r"(?:^|/)frame_(?P<n>\d+)\.jpe?g$")
 _EPIC_VIDEO_ID = re.compile(r"P\d{2}_(\d{2,3})")
 
 
-class FrameSourceError(RuntimeError):
+class FrameSourceError(RuntimeError, InputError):
     """A video or frame archive that cannot give the requested frames; the message names the file."""
 
 

@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from m3em.annotations import EpicAnnotations, read_annotation_file
+from m3em.epic.annotations import EpicAnnotations, read_annotation_file
 from m3em.submission import CHALLENGE, MEMBER, VERSION
 
 #: Top-level keys: required, and optional (``results_source``, the source-test scores).

@@ -27,12 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
+from m3em.epic.errors import InputError
 
 FORMAT = "m3em-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, InputError):
     """A checkpoint that cannot be used; the message names the file and the key."""
 
 

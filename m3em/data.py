@@ -3,7 +3,7 @@
 Two sources give the same items:
 
 * :class:`FeatureSplit` reads the per-(video, stream) feature files of the contract in
-  :mod:`m3em.features` (fp16, memory-mapped; one segment is read at a time, a split is never held
+  :mod:`m3em.epic.features` (fp16, memory-mapped; one segment is read at a time, a split is never held
   in RAM).
 * :class:`ArraySplit` wraps in-memory arrays, e.g. the organisers' pooled EPIC-100 features
   (``[N, 25, 1024]`` per modality; then every map is 1x1 and M3EM's consensus is skipped).
@@ -30,10 +30,12 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from m3em.features import SPATIAL_STREAMS, FeatureFile, feature_path
+from m3em.epic.errors import InputError
+from m3em.epic.features import FeatureFile, feature_path
+from m3em.epic.streams import SPATIAL_STREAMS
 
 
-class FeatureDataError(ValueError):
+class FeatureDataError(ValueError, InputError):
     """Features that do not fit the annotations or the config; the message names the file and key."""
 
 

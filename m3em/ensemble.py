@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from m3em.config import ConfigError, build_dataclass, load_config
-from m3em.scores import ScoreFileError, Scores, log_softmax, read_scores, write_scores
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.scores import ScoreFileError, Scores, log_softmax, read_scores, write_scores
 
 
 @dataclasses.dataclass(frozen=True)

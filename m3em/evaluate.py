@@ -37,9 +37,10 @@ from typing import Any
 
 import pandas as pd
 
-from m3em.annotations import LABELLED_SPLITS, EpicAnnotations
-from m3em.atomic import atomic_write_text
-from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.epic.annotations import LABELLED_SPLITS, EpicAnnotations
+from m3em.epic.atomic import atomic_write_text
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.scores import ScoreFileError, Scores, read_scores
 from m3em.metrics import (
     ACTION_TOP_N,
     BOOTSTRAP_CONFIDENCE,
@@ -51,7 +52,6 @@ from m3em.metrics import (
     compute_accuracies,
     compute_hits,
 )
-from m3em.scores import ScoreFileError, Scores, read_scores
 
 METRICS_FORMAT = "m3em-metrics/2"
 #: What ``ci.method`` of a metrics file says.
@@ -254,7 +254,7 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="config.yaml (evaluate: and data.annotations_dir)")
-    p.add_argument("--scores", type=Path, nargs="+", required=True, help="score file(s) (.npz, m3em.scores)")
+    p.add_argument("--scores", type=Path, nargs="+", required=True, help="score file(s) (.npz, m3em.epic.scores)")
     p.add_argument("--split", nargs="+", required=True, help="labelled split of each score file, e.g. target_val")
     p.add_argument("--out", type=Path, nargs="+", required=True, help="metrics JSON to write for each score file")
     p.add_argument("--annotations", type=Path, default=None, help="annotation directory (default: data.annotations_dir)")

@@ -1,4 +1,4 @@
-"""Score annotation splits with a trained model and write one score file per split (:mod:`m3em.scores`).
+"""Score annotation splits with a trained model and write one score file per split (:mod:`m3em.epic.scores`).
 
     python -m m3em.predict --config config.yaml --checkpoint results/train/A_m3em/model.pt \\
         --split target_val target_test --out results/scores/A_m3em/target_val.npz results/scores/A_m3em/target_test.npz
@@ -23,24 +23,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3em.annotations import LABELLED_SPLITS, EpicAnnotations
 from m3em.checkpoint import CheckpointError, check_architecture, load_checkpoint, load_model_state
-from m3em.config import ConfigError, load_config
 from m3em.data import FeatureDataError
+from m3em.epic.annotations import LABELLED_SPLITS, EpicAnnotations
+from m3em.epic.config import ConfigError, load_config
+from m3em.epic.scores import write_scores
+from m3em.epic.streams import stream_info
 from m3em.models import Method, build_model, model_config
-from m3em.scores import write_scores
+from m3em.runtime import resolve_device
 from m3em.train import (
     TrainingError,
     architecture,
     data_sources,
     open_split,
     predict_logits,
-    resolve_device,
     train_config,
 )
-
-#: Feature streams computed from hand-object boxes (spatial annotations in SLS terms).
-BOX_STREAMS: frozenset[str] = frozenset({"tbn_crop_rgb", "tbn_crop_flow", "object"})
 
 
 def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, out: str | Path, *,
@@ -61,7 +59,7 @@ def run_predictions(cfg: Mapping[str, Any], checkpoint: str | Path, jobs: Sequen
     model_name, method = str(ckpt["model_name"]), Method(ckpt["method"])
     mcfg, arch = model_config(cfg["models"], model_name)
     tc = train_config(cfg)
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device, "train.device")
     sources = data_sources(cfg)
     annotations = EpicAnnotations.open(sources.annotations_dir)
     n_verbs, n_nouns = len(annotations.verbs), len(annotations.nouns)
@@ -92,7 +90,7 @@ def run_predictions(cfg: Mapping[str, Any], checkpoint: str | Path, jobs: Sequen
             "git_revision": str(ckpt.get("git_revision", "")),
             "labelled_split": split in LABELLED_SPLITS,
             # Crops and object features come from hand-object boxes: SLS training-labels level 4.
-            "uses_hand_object_boxes": any(m.stream in BOX_STREAMS for m in mcfg.modalities.values()),
+            "uses_hand_object_boxes": any(stream_info(m.stream).uses_hand_object_boxes for m in mcfg.modalities.values()),
         })
         written.append(out)
     return written

@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from m3em.annotations import EpicAnnotations
-from m3em.atomic import atomic_output, atomic_write_text
-from m3em.config import load_config
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_output, atomic_write_text
+from m3em.epic.config import load_config
+from m3em.epic.errors import InputError
+from m3em.epic.scores import read_scores
 from m3em.evaluate import read_metrics
-from m3em.scores import read_scores
 from m3em.tables import build_table1, build_table2, to_markdown
 
 #: Columns of a Snakemake benchmark TSV that the report sums (seconds) or takes the peak of (MB).
@@ -45,7 +46,7 @@ MEMORY_COLUMN = "max_rss"
 MAX_CLASSES_PLOTTED = 40
 
 
-class ReportError(ValueError):
+class ReportError(ValueError, InputError):
     """An input of the report that cannot be read; the message names the file."""
 
 

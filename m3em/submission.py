@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from m3em.annotations import EpicAnnotations
-from m3em.atomic import atomic_output
-from m3em.config import ConfigError, build_dataclass, load_config
 from m3em.ensemble import EnsembleConfig
-from m3em.scores import Scores, log_softmax, read_scores
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_output
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.errors import InputError
+from m3em.epic.scores import Scores, log_softmax, read_scores
 
 VERSION = "0.2"
 CHALLENGE = "domain_adaptation"
@@ -45,7 +46,7 @@ SLS_TL_BOXES = 4
 DECIMALS = 6
 
 
-class SubmissionError(ValueError):
+class SubmissionError(ValueError, InputError):
     """The scores cannot make a valid submission; the message lists every problem."""
 
 

@@ -2,7 +2,7 @@
 
 Writes what the extractors would: an annotation directory in the official layout (class files,
 video table, UDA split CSVs) and one feature file per (video, stream) in the contract of
-:mod:`m3em.features`, so :mod:`m3em.train` runs on it unchanged, in seconds on a CPU.
+:mod:`m3em.epic.features`, so :mod:`m3em.train` runs on it unchanged, in seconds on a CPU.
 
 How a segment with verb ``v`` and noun ``n`` is drawn (per stream, per position ``p``):
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m3em.annotations import (
+from m3em.epic.annotations import (
     NOUN_CLASSES_FILE,
     OFFICIAL_LABELLED_COLUMNS,
     OFFICIAL_TIMESTAMP_COLUMNS,
@@ -45,8 +45,9 @@ from m3em.annotations import (
     VERB_CLASSES_FILE,
     VIDEO_INFO_FILE,
 )
-from m3em.atomic import atomic_write_text
-from m3em.features import SPATIAL_STREAMS, STREAMS, feature_path, segment_positions, write_features
+from m3em.epic.atomic import atomic_write_text
+from m3em.epic.features import feature_path, segment_positions, write_features
+from m3em.epic.streams import SPATIAL_STREAMS, STREAMS
 
 SOURCE_FPS = 60.0
 TARGET_FPS = 50.0

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from m3em.atomic import atomic_write_text
+from m3em.epic.atomic import atomic_write_text
 from m3em.evaluate import read_metrics
 from m3em.methods import METHOD_LABELS
 

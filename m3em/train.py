@@ -37,8 +37,6 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from m3em.annotations import EpicAnnotations
-from m3em.atomic import atomic_write_text
 from m3em.checkpoint import (
     CheckpointError,
     check_architecture,
@@ -49,8 +47,11 @@ from m3em.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from m3em.config import ConfigError, build_dataclass, load_config
 from m3em.data import ArraySplit, FeatureDataError, FeatureSplit, ModalityInput, epoch_batches, make_loader
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_write_text
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.errors import InputError
 from m3em.models import (
     ActionModel,
     DomainBetas,
@@ -63,6 +64,7 @@ from m3em.models import (
     dann_coefficient,
     model_config,
 )
+from m3em.runtime import resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +133,7 @@ class DataSources:
     official_positions: tuple[int, ...] | None
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RuntimeError, InputError):
     """A run that cannot start or continue; the message says why."""
 
 
@@ -161,19 +163,6 @@ def train_config(cfg: Mapping[str, Any]) -> TrainConfig:
     return tc
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` or ``cuda[:i]``; CUDA requested but absent is an error, never a silent CPU run."""
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"train.device = {name!r} but CUDA is not available on this machine")
-        if dist.is_initialized():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device(name)
-    if name != "cpu":
-        raise ConfigError(f"train.device: {name!r} is neither 'cpu' nor 'cuda[:i]'")
-    return torch.device("cpu")
-
-
 def modality_inputs(model_name: str, mcfg: ModelConfig) -> list[ModalityInput]:
     return [ModalityInput(n, m.stream, m.channels, f"models.{model_name}.modalities.{n}") for n, m in mcfg.modalities.items()]
 
@@ -195,7 +184,7 @@ def open_split(
     if sources.official_features_dir is None:
         return FeatureSplit(tc.features_dir, table, mods, positions=tc.positions, labelled=labelled,
                             jitter=jitter, seed=tc.seed, split_name=split)
-    from m3em.official_features import STREAM_OF_MODALITY, load_official_features, official_features_path
+    from m3em.epic.official_features import STREAM_OF_MODALITY, load_official_features, official_features_path
 
     key_of_stream = {s: k for k, s in STREAM_OF_MODALITY.items()}
     for m in mods:
@@ -440,7 +429,7 @@ def run_training(
     tc = train_config(cfg)
     sources = data_sources(cfg)
     rank, world = _init_distributed()
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device, "train.device")
     if tc.batch_size_source < world or tc.batch_size_target < world:
         raise ConfigError(f"train.batch_size_*: a global batch must give every one of the {world} ranks a sample")
 

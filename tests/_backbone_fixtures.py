@@ -22,7 +22,7 @@ import yaml
 from extractors.detections.config import CropsConfig
 from extractors.detections.crops import CropTable, write_crops
 from extractors.flow_archive import FlowArchiveWriter, n_flow_frames
-from m3em.annotations import SPLIT_FILES
+from m3em.epic.annotations import SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = "P01_01"

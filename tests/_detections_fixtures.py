@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from m3em.annotations import SPLIT_FILES
+from m3em.epic.annotations import SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 N_NOUNS = 4

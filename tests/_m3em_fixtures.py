@@ -1,7 +1,7 @@
 """Tiny synthetic EPIC-like annotations + feature files for the model/training/data tests.
 
 Features are class prototypes plus noise (so a few steps of training already learn something),
-written through :func:`m3em.features.write_features` with tiny sizes: spatial streams 16 x 3 x 3,
+written through :func:`m3em.epic.features.write_features` with tiny sizes: spatial streams 16 x 3 x 3,
 audio 8, object 7, P = 5 positions, 3 verbs and 4 nouns.
 """
 
@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from m3em.config import validate_config
-from m3em.features import SPATIAL_STREAMS, feature_path, write_features
+from m3em.epic.config import validate_config
+from m3em.epic.features import feature_path, write_features
+from m3em.epic.streams import SPATIAL_STREAMS
 
 REPO = Path(__file__).resolve().parents[1]
 N_VERBS, N_NOUNS, P = 3, 4, 5

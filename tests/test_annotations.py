@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from m3em.annotations import (
+from m3em.epic.annotations import (
     BASE_COLUMNS,
     LABEL_COLUMNS,
     SPLITS,
@@ -20,7 +20,7 @@ from m3em.annotations import (
     read_classes,
     read_video_info,
 )
-from m3em.safe_pickle import UnsafePickleError, safe_load
+from m3em.epic.safe_pickle import UnsafePickleError, safe_load
 
 LABELLED_CSV = "UDA_annotations/EPIC_100_uda_source_train.csv"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from m3em.config import ConfigError, build_dataclass, load_config, validate_config
+from m3em.epic.config import ConfigError, build_dataclass, load_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from _m3em_fixtures import CHANNELS, P, write_dataset
 
-from m3em.annotations import EpicAnnotations
 from m3em.data import (
     ArraySplit,
     FeatureDataError,
@@ -19,7 +18,8 @@ from m3em.data import (
     make_loader,
     select_positions,
 )
-from m3em.features import FeatureFile, feature_path, write_features
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.features import FeatureFile, feature_path, write_features
 
 MODS = [ModalityInput("rgb", "tbn_rgb", 16, "models.A.modalities.rgb"),
         ModalityInput("audio", "tbn_audio", 8, "models.A.modalities.audio")]

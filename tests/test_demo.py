@@ -19,7 +19,7 @@ from epic_demo.encode import Mp4Writer
 from epic_demo.generate import FORMAT, MANIFEST, _remove_stale, expected_outputs, generate_dataset
 from epic_demo.spec import NOUNS, SIZES, VERBS, plan_videos
 from extractors.detections.official import HandSide, read_official_detections
-from m3em.annotations import (
+from m3em.epic.annotations import (
     OFFICIAL_LABELLED_COLUMNS,
     OFFICIAL_TIMESTAMP_COLUMNS,
     EpicAnnotations,

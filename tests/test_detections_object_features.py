@@ -11,7 +11,7 @@ from extractors.detections import object_features as of
 from extractors.detections.config import ObjectFeatureMode
 from extractors.detections.official import DetectionFileError
 from extractors.detections.table import COLUMNS, write_detection_table
-from m3em.features import FeatureFile, segment_positions
+from m3em.epic.features import FeatureFile, segment_positions
 
 
 def _boxes(rows):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from workflow_util import REPO
 
 from m3em import ensemble as ens_mod
-from m3em.config import REPO_ROOT as REPO
+from m3em.epic.scores import ScoreFileError, Scores, read_scores, softmax, write_scores
 from m3em.metrics import compute_accuracies
-from m3em.scores import ScoreFileError, Scores, read_scores, softmax, write_scores
 
 
 def _scores(seed, ids=None, n=20, meta=None):

@@ -1,4 +1,4 @@
-"""Feature extraction of the fixture video into the feature contract (m3em.features)."""
+"""Feature extraction of the fixture video into the feature contract (m3em.epic.features)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from extractors.audio import AudioConfig
 from extractors.backbones.i3d import I3DTwoStream, normalise_i3d
 from extractors.backbones.inputs import VideoInputs, VideoSpec
 from extractors.backbones.tbn import TBN, Modality, normalise, pool_vector
-from m3em.features import FeatureFile, segment_positions
+from m3em.epic.features import FeatureFile, segment_positions
 
 TBN_STREAMS = ["tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow"]
 

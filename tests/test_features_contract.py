@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3em.atomic import atomic_output
-from m3em.features import FeatureFile, FeatureFileError, feature_path, segment_positions, write_features
+from m3em.epic.atomic import atomic_output
+from m3em.epic.features import FeatureFile, FeatureFileError, feature_path, segment_positions, write_features
 
 
 def test_round_trip_spatial(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_reader_metadata_errors_name_the_file(tmp_path: Path, meta, message) -> 
 
 _KILLED_WRITER = """
 import os, signal, sys
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
 with atomic_output(sys.argv[1]) as tmp:
     tmp.write_text("half")
     os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs, as with an OOM kill
@@ -147,7 +147,7 @@ def test_rerun_removes_temporaries_of_a_killed_writer(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from m3em.config import REPO_ROOT
+    from workflow_util import REPO as REPO_ROOT
 
     target = tmp_path / "P01_01.tar"
     other = tmp_path / ".P01_02.tar.tmp.keep.tar"  # another output's temporary: not ours to remove
@@ -169,7 +169,7 @@ def test_a_file_without_segments_reads_back(tmp_path):
     """A video with no segment of the run's splits gives an empty file that reads back (frames (0, P))."""
     import numpy as np
 
-    from m3em.features import FeatureFile, write_features
+    from m3em.epic.features import FeatureFile, write_features
 
     path = tmp_path / "object" / "V.safetensors"
     write_features(path, np.zeros((0, 5, 7), np.float16), [], np.zeros((0, 5), np.int64), stream="object", video_id="V")

@@ -18,7 +18,8 @@ from test_video import write_pattern_video
 from extractors.flow import FlowConfig, compute_video_flow, main
 from extractors.flow_archive import dequantise_flow, n_flow_frames, open_flow
 from extractors.video import open_frames
-from m3em.config import ConfigError
+from m3em.epic.config import ConfigError
+from m3em.runtime import DeviceError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,7 @@ def test_cuda_requested_without_gpu_is_an_error(tmp_path, moving_video):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     src = open_frames("moving", fps=50.0, height=64, video_path=moving_video)
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="flow.device.*CUDA is not available"):
         compute_video_flow(src, tmp_path / "x.tar", FlowConfig(backend="torch", device="cuda"), progress=False)
     assert list(tmp_path.iterdir()) == []
 

@@ -8,11 +8,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import yaml
+from workflow_util import REPO as REPO_ROOT
 
 from m3em import evaluate, tables
-from m3em.annotations import EpicAnnotations
-from m3em.config import REPO_ROOT
-from m3em.scores import ScoreFileError, read_scores, write_scores
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.scores import ScoreFileError, read_scores, write_scores
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 from _m3em_fixtures import tiny_config
 
 from m3em import tables
-from m3em.config import ConfigError
+from m3em.epic.config import ConfigError
 from m3em.models import (
     M3EM,
     METHOD_LABELS,

@@ -8,15 +8,15 @@ import pickle
 import numpy as np
 import pytest
 
-from m3em.annotations import EpicAnnotations
-from m3em.features import FeatureFile, feature_path
-from m3em.official_features import (
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.features import FeatureFile, feature_path
+from m3em.epic.official_features import (
     OfficialFeaturesError,
     export_feature_files,
     load_official_features,
     official_features_path,
 )
-from m3em.safe_pickle import UnsafePickleError
+from m3em.epic.safe_pickle import UnsafePickleError
 
 
 def _official(ids, order=("RGB", "Flow", "Audio"), d=16, t=25, seed=0):
@@ -127,9 +127,9 @@ def test_export_to_feature_contract(tmp_path, epic_slice):
 
 def test_cli_uses_config_positions(tmp_path, epic_slice):
     import yaml
+    from workflow_util import REPO as REPO_ROOT
 
-    from m3em.config import REPO_ROOT
-    from m3em.official_features import main
+    from m3em.epic.official_features import main
 
     cfg = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
     cfg["data"]["annotations_dir"] = str(epic_slice)

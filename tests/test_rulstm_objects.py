@@ -9,7 +9,7 @@ from _detections_fixtures import SEGMENTS, write_config
 
 from extractors.detections import rulstm_objects as ro
 from extractors.detections.official import DetectionFileError
-from m3em.features import FeatureFile, segment_positions
+from m3em.epic.features import FeatureFile, segment_positions
 
 
 def _value(video: str, frame30: int) -> np.ndarray:

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from workflow_util import REPO as REPO_ROOT
 
-from m3em import safe_pickle
-from m3em.annotations import AnnotationError, read_annotation_file
-from m3em.config import REPO_ROOT
-from m3em.safe_pickle import UnsafePickleError, safe_load, safe_loads
+from m3em.epic import safe_pickle
+from m3em.epic.annotations import AnnotationError, read_annotation_file
+from m3em.epic.safe_pickle import UnsafePickleError, safe_load, safe_loads
 
 PICKLES = REPO_ROOT / "tests" / "data" / "pickles"
 FRAME = pd.DataFrame({"narration_id": ["P01_01_0", "P01_01_1"], "participant_id": ["P01", "P01"],
@@ -90,7 +90,7 @@ def test_arrow_buffers_that_lie_are_refused_not_read(tmp_path):
     # Reading it as an annotation file must fail with the name, not crash the process (it did: exit 139).
     path = tmp_path / "EPIC_100_uda_target_val.pkl"
     path.write_bytes(_lying_string_column())
-    code = f"from m3em.annotations import read_annotation_file\nread_annotation_file({str(path)!r})"
+    code = f"from m3em.epic.annotations import read_annotation_file\nread_annotation_file({str(path)!r})"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert "AnnotationError" in proc.stderr and str(path) in proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from m3em.scores import ScoreFileError, log_softmax, read_scores, softmax, write_scores
+from m3em.epic.scores import ScoreFileError, log_softmax, read_scores, softmax, write_scores
 
 
 def _arrays(n=6, seed=0):

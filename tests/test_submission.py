@@ -8,12 +8,12 @@ import zipfile
 import numpy as np
 import pytest
 import yaml
+from workflow_util import REPO as REPO_ROOT
 
 from m3em import check_submission as chk
 from m3em import submission as sub
-from m3em.annotations import EpicAnnotations
-from m3em.config import REPO_ROOT
-from m3em.scores import Scores, log_softmax, softmax, write_scores
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.scores import Scores, log_softmax, softmax, write_scores
 
 
 def _scores(ids, seed=0, meta=None):

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from m3em.annotations import EpicAnnotations
-from m3em.features import FeatureFile, feature_path
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.features import FeatureFile, feature_path
 from m3em.synthetic import MechanismSpec, SyntheticSpec, _MechanismWorld, generate, main, mechanism_data
 
 SMALL = dict(n_verbs=3, n_nouns=4, channels=8, vector_channels=6, map_size=3, positions=4,

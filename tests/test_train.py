@@ -12,12 +12,13 @@ import torch
 import yaml
 from _m3em_fixtures import VIDEOS, write_dataset
 
-from m3em.annotations import EpicAnnotations
 from m3em.checkpoint import CheckpointError, load_checkpoint
-from m3em.config import ConfigError
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.config import ConfigError
+from m3em.epic.scores import read_scores
 from m3em.predict import main as predict_main
 from m3em.predict import run_prediction
-from m3em.scores import read_scores
+from m3em.runtime import DeviceError
 from m3em.train import INSTRUMENT_COLUMNS, METRIC_COLUMNS, TrainingError, main, run_training
 
 
@@ -171,7 +172,7 @@ def test_bad_requests_fail_before_training(tiny, tmp_path, capsys):
     cfg = copy.deepcopy(cfg)
     cfg["train"]["device"] = "cuda"
     if not torch.cuda.is_available():
-        with pytest.raises(TrainingError, match="CUDA is not available"):
+        with pytest.raises(DeviceError, match="train.device.*CUDA is not available"):
             run_training(cfg, "A", "ta3n", tmp_path / "cuda", progress=False)
     cfg["train"]["device"] = "cpu"
     cfg["models"]["A"]["methods"] = ["ta3n"]

@@ -15,6 +15,7 @@ import torch
 from extractors.tvl1 import EPIC_PARAMS, OPENCV_CPU_DEFAULTS, TVL1Params, compute_flow, create_opencv_tvl1
 from extractors.tvl1 import torch_backend as tb
 from extractors.tvl1.synthetic import end_point_error, make_pair, rotation_flow, translation_flow
+from m3em.runtime import DeviceError
 
 
 @pytest.fixture(autouse=True)
@@ -207,7 +208,7 @@ def test_bad_input_is_rejected_with_clear_errors():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when CUDA is absent")
 def test_cuda_requested_without_cuda_is_an_error():
     ok = np.zeros((1, 32, 32), np.uint8)
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="CUDA is not available"):
         compute_flow(ok, ok, backend="torch", device="cuda")
 
 

@@ -8,7 +8,7 @@ import re
 from workflow_util import REPO, demo_config, job_counts, output, snakemake, write_config
 
 from epic_demo.spec import SIZES, plan_videos
-from m3em.annotations import EpicAnnotations
+from m3em.epic.annotations import EpicAnnotations
 
 EPIC_SLICE = REPO / "tests" / "data" / "epic"
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from m3em.annotations import EpicAnnotations
-from m3em.atomic import atomic_write_text
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_write_text
+from m3em.epic.scores import write_scores
 from m3em.evaluate import EvaluateConfig, Evaluation, metrics_record
 from m3em.report import ReportError, main, per_class_accuracy, stage_costs, training_figure, uniform_loss_y
-from m3em.scores import write_scores
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

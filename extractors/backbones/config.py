@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-
-from m3em.config import ConfigError
+from m3em.epic.streams import EXTRACTED_STREAMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,18 +87,6 @@ class FeaturesConfig:
     num_workers: int = 8
     autocast: str = "bf16"
     channels_last: bool = True
-    streams: tuple[str, ...] = ("tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow")
+    streams: tuple[str, ...] = EXTRACTED_STREAMS
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` / ``cuda`` / ``cuda:N`` -> device; a CUDA device that is not there is an error (no fallback)."""
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine "
-                              "(set the device to cpu explicitly to run without a GPU)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-    elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
-    return dev

@@ -6,7 +6,7 @@ numpy/uint8 so it runs in DataLoader worker processes; normalisation happens on 
 
 Rules (documented once, tested in ``tests/test_backbone_inputs.py``):
 
-* **Positions.** Extraction uses :func:`m3em.features.segment_positions` (TSN centres of P equal
+* **Positions.** Extraction uses :func:`m3em.epic.features.segment_positions` (TSN centres of P equal
   chunks) on RGB frame numbers; the same P frames serve every stream, so one ``frames`` list
   describes a file. Training samples K positions per segment with TSN's random offsets
   (:func:`tsn_train_positions`); TBN's temporal binding window draws flow and audio positions
@@ -46,12 +46,9 @@ from extractors.detections.config import FlowBox
 from extractors.detections.crops import CropTable, pixel_boxes, read_crops
 from extractors.flow_archive import FlowSource, open_flow, rgb_to_flow_index
 from extractors.video import FrameSource, open_frames
+from m3em.epic.errors import InputError
 
 FLOW_STACK = 5
-
-
-class InputError(ValueError):
-    """Inputs that cannot feed a backbone; the message names the file and the problem."""
 
 
 # ---------------------------------------------------------------------------------------------

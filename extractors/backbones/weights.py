@@ -25,8 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from m3em.epic.errors import InputError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(ValueError, InputError):
     """A checkpoint that does not fit the module; the message names the file and every bad key."""
 
 
@@ -167,7 +169,7 @@ def load_strict(
 
 def save_expected_keys(path: str | Path, sd: Mapping[str, torch.Tensor]) -> None:
     """Write a ``{name: shape}`` JSON (test data; see ``expected_keys/README.md``)."""
-    from m3em.atomic import atomic_write_text
+    from m3em.epic.atomic import atomic_write_text
 
     lines = [f"  {json.dumps(k)}: {json.dumps(list(v.shape))}" for k, v in sd.items()]
     atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")

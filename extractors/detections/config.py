@@ -98,7 +98,7 @@ class CropsConfig:
 
 def section(cfg: dict, name: str, source: str | Path) -> dict:
     """One validated config section; a missing section is an error (no silent defaults)."""
-    from m3em.config import ConfigError
+    from m3em.epic.config import ConfigError
 
     if name not in cfg:
         raise ConfigError(f"{source}: section {name!r} missing (see config.yaml of the repository)")

@@ -18,8 +18,8 @@ from pathlib import Path
 from extractors.detections.config import DetectionsConfig, section
 from extractors.detections.official import DetectionFileError, read_official_columns
 from extractors.detections.table import DetectionTable, boxes_from_official, write_detection_table
-from m3em.annotations import EpicAnnotations
-from m3em.config import build_dataclass, load_config
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.config import build_dataclass, load_config
 
 
 def check_frame_count(path: Path, n_found: int, *, fps: float, duration: float, tolerance: float) -> None:

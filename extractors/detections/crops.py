@@ -44,8 +44,8 @@ import pyarrow.parquet as pq
 from extractors.detections.config import CropsConfig, FlowBox
 from extractors.detections.official import DetectionFileError
 from extractors.detections.table import DetectionTable, read_detection_table
-from m3em.atomic import atomic_output
-from m3em.config import build_dataclass, load_config
+from m3em.epic.atomic import atomic_output
+from m3em.epic.config import build_dataclass, load_config
 
 FORMAT = "m3em-crops/1"
 SOURCES = ("detected", "borrowed", "full")

@@ -24,17 +24,17 @@ from extractors.detections.detectron2_backend import (
     detect_batches,
     load_detector_config,
     producer_info,
-    resolve_device,
 )
 from extractors.detections.table import DetectionTable, write_detection_table
 from extractors.video import DecodeConfig, FrameSource, annotation_fps, iter_frame_batches, open_frames
-from m3em.annotations import EpicAnnotations
-from m3em.config import ConfigError, build_dataclass, load_config
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.runtime import resolve_device
 
 
 def load_detectors(cfg: DetectionsConfig, n_object_classes: int) -> tuple[Detector | None, Detector | None]:
     """Build the configured detectors (checking class counts against roles / the vocabulary)."""
-    resolve_device(cfg.device)
+    resolve_device(cfg.device, "detections.device")
     hand = obj = None
     hd, od = cfg.hand_detector, cfg.object_detector
     if hd.config_file is None and od.config_file is None:

@@ -31,7 +31,9 @@ import torch
 
 from extractors.detections.config import ClassRole
 from extractors.detections.table import COLUMNS, SCHEMA
-from m3em.safe_pickle import safe_load
+from m3em.epic.errors import InputError
+from m3em.epic.safe_pickle import safe_load
+from m3em.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ INSTALL_HINT = (
 )
 
 
-class DetectorConfigError(ValueError):
+class DetectorConfigError(ValueError, InputError):
     """A detector config / weights file that cannot serve its role; names the file."""
 
 
@@ -57,19 +59,6 @@ def import_detectron2() -> Any:
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
     return detectron2
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu`` or ``cuda[:i]``; a CUDA device that is not there is an error, never a CPU fallback."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"detections.device is {device!r} but CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"detections.device is {device!r} but only {torch.cuda.device_count()} GPU(s) exist")
-    elif dev.type != "cpu":
-        raise RuntimeError(f"detections.device must be cpu or cuda[:i], got {device!r}")
-    return dev
 
 
 @dataclass
@@ -147,7 +136,7 @@ def build_detector(cfg: Any, weights: str | Path, *, config_file: str | Path, de
     from detectron2.modeling import build_model
 
     config_file, weights = Path(config_file), Path(weights)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "detections.device")
     if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
         raise DetectorConfigError(f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}; "
                                   "only GeneralizedRCNN detectors are supported")

@@ -22,9 +22,9 @@ from extractors.detections.config import CropsConfig, section
 from extractors.detections.crops import CropTable, read_crops
 from extractors.detections.table import DetectionTable, read_detection_table
 from extractors.video import DecodeConfig, annotation_fps, open_frames
-from m3em.annotations import EpicAnnotations
-from m3em.atomic import atomic_write_bytes
-from m3em.config import build_dataclass, load_config
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_write_bytes
+from m3em.epic.config import build_dataclass, load_config
 
 # RGB colours.
 HAND_COLOURS = {0: (40, 200, 40), 1: (40, 90, 255), -1: (0, 220, 220)}

@@ -2,8 +2,8 @@
 
 Recipe (RULSTM's object branch): the vector of a frame is, per object class, the **sum of the
 scores** of that frame's detections of the class. It is taken at the ``P`` TSN positions of every
-segment (:func:`m3em.features.segment_positions`) and written as ``[n_segments, P, D]`` with
-:func:`m3em.features.write_features`.
+segment (:func:`m3em.epic.features.segment_positions`) and written as ``[n_segments, P, D]`` with
+:func:`m3em.epic.features.write_features`.
 
 Two explicit modes (``detections.object_features.mode``), never chosen silently:
 
@@ -33,9 +33,9 @@ import pandas as pd
 from extractors.detections.config import DetectionsConfig, ObjectFeatureMode, section
 from extractors.detections.official import DetectionFileError, HandState
 from extractors.detections.table import DetectionTable, read_detection_table
-from m3em.annotations import EpicAnnotations, video_segments
-from m3em.config import build_dataclass, load_config
-from m3em.features import segments_frames, write_features
+from m3em.epic.annotations import EpicAnnotations, video_segments
+from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.features import segments_frames, write_features
 
 AGNOSTIC_CHANNELS: tuple[str, ...] = ("object", "hand", *(f"hand_{s.name.lower()}" for s in HandState))
 

@@ -8,7 +8,7 @@ Box coordinates are normalised to [0, 1] by the 456x256 frame the detector ran o
 
 The schema lives in ``hoa_detections.proto`` (see :mod:`extractors.detections.proto_schema`);
 the EPIC support library is not needed. Pickles are loaded with
-:func:`m3em.safe_pickle.safe_load`, which refuses every global outside a small data allow-list,
+:func:`m3em.epic.safe_pickle.safe_load`, which refuses every global outside a small data allow-list,
 and the result must be a list of ``bytes``.
 """
 
@@ -25,8 +25,9 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from extractors.detections import proto_schema
-from m3em.atomic import atomic_output
-from m3em.safe_pickle import safe_load
+from m3em.epic.atomic import atomic_output
+from m3em.epic.errors import InputError
+from m3em.epic.safe_pickle import safe_load
 
 
 class HandSide(enum.IntEnum):
@@ -46,7 +47,7 @@ class HandState(enum.IntEnum):
     STATIONARY_OBJECT = 4
 
 
-class DetectionFileError(ValueError):
+class DetectionFileError(ValueError, InputError):
     """A detection file (official pickle or detection table) breaks its contract; names the file."""
 
 

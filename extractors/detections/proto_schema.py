@@ -20,6 +20,8 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from m3em.epic.errors import InputError
+
 PROTO_PATH = Path(__file__).with_name("hoa_detections.proto")
 
 _SCALARS = {
@@ -37,7 +39,7 @@ _SCALARS = {
 _TOKEN = re.compile(r'\s*(?:(//[^\n]*)|("[^"]*")|([A-Za-z_][A-Za-z0-9_.]*)|(-?\d+)|([{};=]))')
 
 
-class ProtoSchemaError(ValueError):
+class ProtoSchemaError(ValueError, InputError):
     """The .proto text is outside the supported subset or malformed."""
 
 

@@ -7,8 +7,8 @@ object-detector scores of a Faster R-CNN trained on EPIC's object annotations: a
 ``RULSTM/dataset.py`` reads a value as ``np.frombuffer(value, 'float32')``.
 
 Frames taken: the same ``P`` TSN positions per segment as the detection-based object stream
-(:func:`m3em.annotations.video_segments`,
-:func:`m3em.features.segment_positions`), in annotation frame numbers; each is mapped to the 30 fps
+(:func:`m3em.epic.annotations.video_segments`,
+:func:`m3em.epic.features.segment_positions`), in annotation frame numbers; each is mapped to the 30 fps
 numbering by :func:`rulstm_frame`.
 
 The mapping. RULSTM's EPIC-100 segment lists (``RULSTM/data/ek100/{training,validation}.csv``)
@@ -34,9 +34,9 @@ import numpy as np
 from extractors.detections.config import DetectionsConfig, section
 from extractors.detections.official import DetectionFileError
 from extractors.video import annotation_fps
-from m3em.annotations import EpicAnnotations, video_segments
-from m3em.config import build_dataclass, load_config
-from m3em.features import segments_frames, write_features
+from m3em.epic.annotations import EpicAnnotations, video_segments
+from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.features import segments_frames, write_features
 
 #: Values per frame in the RULSTM EPIC-100 object LMDB (its detector's object classes).
 RULSTM_OBJECT_CHANNELS = 352

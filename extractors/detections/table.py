@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extractors.detections.official import DetectionFileError, FrameDetections, OfficialColumns
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
 
 FORMAT = "m3em-detections/1"
 KINDS = ("hand", "object")

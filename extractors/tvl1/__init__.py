@@ -19,6 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from m3em.runtime import resolve_device
+
 from .opencv_backend import create_opencv_tvl1, opencv_flow
 from .params import EPIC_PARAMS, OPENCV_CPU_DEFAULTS, TVL1Params
 from .torch_backend import torch_flow
@@ -33,23 +35,7 @@ __all__ = [
     "TVL1Params",
     "compute_flow",
     "create_opencv_tvl1",
-    "resolve_device",
 ]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device for ``device``; a CUDA device that is not there is an error, never a fallback."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"TV-L1: device {str(device)!r} requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"TV-L1: device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA device(s)"
-            )
-    elif dev.type != "cpu":
-        raise ValueError(f"TV-L1: unsupported device {str(device)!r} (use 'cpu' or 'cuda[:i]')")
-    return dev
 
 
 def _check_frames(prev: np.ndarray, nxt: np.ndarray) -> None:
@@ -117,7 +103,7 @@ def compute_flow(
         if torch.device(device).type != "cpu":
             raise ValueError(f"TV-L1: the opencv backend runs on the CPU only, got device {str(device)!r}")
         return opencv_flow(prev, nxt, params)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "flow.device")
     on_cuda = dev.type == "cuda"
     batch_size = batch_size if batch_size is not None else (64 if on_cuda else 1)
     check_every = check_every if check_every is not None else (10 if on_cuda else 1)

@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from m3em.config import ConfigError, build_dataclass
-from m3em.features import SPATIAL_STREAMS, STREAMS
+from m3em.epic.config import ConfigError, build_dataclass
+from m3em.epic.streams import SPATIAL_STREAMS, STREAMS
 from m3em.methods import METHOD_LABELS, Method
 from m3em.models.m3em import (
     M3EM,

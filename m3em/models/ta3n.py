@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m3em.epic.errors import InputError
 from m3em.models.grl import grad_reverse
 from m3em.models.trn import RelationModuleMultiScale
 
@@ -51,7 +52,7 @@ UNUSED_LAYERS: tuple[str, ...] = (
 )
 
 
-class ReferenceCheckpointError(ValueError):
+class ReferenceCheckpointError(ValueError, InputError):
     """A TA3N checkpoint whose keys or shapes do not match the network; names the file and key."""
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from m3em.annotations import SPLIT_FILES, EpicAnnotations, split_path
-from m3em.atomic import atomic_write_text
+from m3em.epic.annotations import SPLIT_FILES, EpicAnnotations, split_path
+from m3em.epic.atomic import atomic_write_text
+from m3em.epic.streams import EXTRACTED_STREAMS, OFFICIAL_STREAMS, STREAM_INFO, InputKind
 from m3em.methods import Method
 
 REPO = Path(workflow.basedir).resolve()
@@ -90,12 +91,15 @@ PREDICT_SPLITS = tuple(dict.fromkeys([*EVAL_SPLITS, SPLITS["test"]]))
 OFFICIAL_FEATURES = INPUTS.get("official_features_dir")
 FEATURES_DIR = config["features"]["features_dir"]
 METHOD_NAMES = tuple(m.value for m in Method)
-# Streams written by features_video / features_video_extra (the backbone is the name's prefix);
-# "object" is written by object_features_video.
-EXTRACTED_STREAMS = ("tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow")
-STREAM_BACKBONE = {s: s.split("_")[0] for s in EXTRACTED_STREAMS}
-# The streams of the organisers' pooled features (inputs.official_features_dir).
-OFFICIAL_STREAMS = frozenset({"tbn_rgb", "tbn_flow", "tbn_audio"})
+# Streams (m3em/epic/streams.py): EXTRACTED_STREAMS are written by features_video /
+# features_video_extra, "object" by object_features_video; OFFICIAL_STREAMS are those the
+# organisers' pooled features provide (inputs.official_features_dir).
+STREAM_BACKBONE = {s: STREAM_INFO[s].backbone.value for s in EXTRACTED_STREAMS}
+
+
+def _kind(stream):
+    """What a stream reads (InputKind.RGB / FLOW / AUDIO / DETECTIONS)."""
+    return STREAM_INFO[stream].input_kind
 
 
 def model_streams(model):
@@ -120,8 +124,11 @@ def needed_backbones():
 def needs_detections():
     """Whether a chosen model reads hand-object boxes (object stream or crops); the object stream
     does not when it comes from RULSTM's object LMDB (inputs.official_object_features_dir)."""
-    streams = ("tbn_crop_rgb", "tbn_crop_flow") + (() if INPUTS.get("official_object_features_dir") else ("object",))
-    return any(s in model_streams(m) for m in MODELS for s in streams)
+    def from_boxes(s):
+        info = STREAM_INFO[s]
+        return info.crop or (info.input_kind is InputKind.DETECTIONS and not INPUTS.get("official_object_features_dir"))
+
+    return any(from_boxes(s) for m in MODELS for s in model_streams(m))
 
 
 def gpu_request(name):
@@ -244,11 +251,11 @@ def _expected_inputs():
     if OFFICIAL_FEATURES:
         paths += [f"{OFFICIAL_FEATURES}/{s}.pkl" for s in USED_SPLITS]
         return paths
-    if INPUTS.get("official_object_features_dir") and "object" in needed_streams():
+    if INPUTS.get("official_object_features_dir") and any(_kind(s) is InputKind.DETECTIONS for s in needed_streams()):
         paths.append(f"{INPUTS['official_object_features_dir']}/data.mdb")
     for v in VIDEOS:
         paths.append(official("frames", v) or video_path(v))
-        if official("frames", v) and "tbn_audio" in needed_streams():
+        if official("frames", v) and any(_kind(s) is InputKind.AUDIO for s in needed_streams()):
             paths.append(video_path(v))  # frame archives carry no sound track
         if official("flow", v):
             paths.append(official("flow", v))
@@ -331,17 +338,17 @@ def feature_inputs(streams):
     def inputs(wc):
         video = wc.video
         rgb = []
-        if any(s in ("tbn_rgb", "tbn_crop_rgb", "i3d_rgb") for s in streams):
+        if any(_kind(s) is InputKind.RGB for s in streams):
             rgb.append(rgb_input(video))
-        if "tbn_audio" in streams:  # audio is never in a frame archive
+        if any(_kind(s) is InputKind.AUDIO for s in streams):  # audio is never in a frame archive
             rgb.append(video_path(video))
         out = {"checkpoint": [f"{RESULTS}/finetune/{b}/checkpoint.pt" for b in sorted({STREAM_BACKBONE[s] for s in streams})],
                "ann": annotation_files()}
         if rgb:
             out["rgb"] = list(dict.fromkeys(rgb))
-        if any(s.endswith("flow") for s in streams):
+        if any(_kind(s) is InputKind.FLOW for s in streams):
             out["flow"] = flow_archive(video)
-        if any("_crop_" in s for s in streams):
+        if any(STREAM_INFO[s].crop for s in streams):
             out["crops"] = f"{RESULTS}/crops/{video}.parquet"
         return out
 
@@ -356,9 +363,9 @@ def feature_flags(streams):
         inputs = feature_inputs(streams)(wc)
         args = [f"--stream {s} --out {feature_file(s, wc.video)}" for s in streams]
         args += [f"--checkpoint {c}" for c in inputs["checkpoint"]]
-        if any(s in ("tbn_rgb", "tbn_crop_rgb", "i3d_rgb") for s in streams):
+        if any(_kind(s) is InputKind.RGB for s in streams):
             args.append(rgb_flag(wc.video))
-        if "tbn_audio" in streams and f"--video {video_path(wc.video)}" not in args:
+        if any(_kind(s) is InputKind.AUDIO for s in streams) and f"--video {video_path(wc.video)}" not in args:
             args.append(f"--video {video_path(wc.video)}")
         if "flow" in inputs:
             args.append(f"--flow {inputs['flow']}")

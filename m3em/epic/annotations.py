@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from m3em.safe_pickle import safe_load
+from m3em.epic.errors import InputError
+from m3em.epic.safe_pickle import safe_load
 
 SPLITS: tuple[str, ...] = (
     "source_train",
@@ -69,7 +70,7 @@ OFFICIAL_LABELLED_COLUMNS: tuple[str, ...] = (
 OFFICIAL_TIMESTAMP_COLUMNS: tuple[str, ...] = OFFICIAL_LABELLED_COLUMNS[:8]
 
 
-class AnnotationError(ValueError):
+class AnnotationError(ValueError, InputError):
     """An annotation file that does not satisfy the EPIC schema; the message names file and row."""
 
 

@@ -22,18 +22,15 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
+from m3em.epic.errors import InputError
+from m3em.epic.streams import SPATIAL_STREAMS, STREAMS
 
 FORMAT = "m3em-features/1"
 
-#: Every stream name the pipeline knows; spatial streams carry maps, the others vectors.
-STREAMS: tuple[str, ...] = (
-    "tbn_rgb", "tbn_flow", "tbn_audio", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow", "object",
-)
-SPATIAL_STREAMS: frozenset[str] = frozenset({"tbn_rgb", "tbn_flow", "tbn_crop_rgb", "tbn_crop_flow", "i3d_rgb", "i3d_flow"})
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(ValueError, InputError):
     """A feature file that breaks the contract; the message names the file and the key."""
 
 

@@ -1,6 +1,6 @@
 """Configuration at the boundary: YAML -> JSON-schema validation -> frozen dataclasses.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single description of every knob; it
+The schema (``config.schema.yaml`` next to this module, shipped in the package) is the single description of every knob; it
 sets ``additionalProperties: false`` everywhere, so an unknown or misspelt key is an error that
 names the key. After validation each stage turns *its own* section into the frozen dataclass it
 declares (``build_dataclass(FlowConfig, cfg["flow"], "flow")``) and passes that as typed
@@ -19,23 +19,21 @@ from typing import Any, TypeVar
 import jsonschema
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+from m3em.epic.errors import InputError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, InputError):
     """A configuration file or value that does not satisfy the schema."""
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     """Read the config schema (YAML-encoded JSON schema)."""
     if not path.exists():
-        raise ConfigError(
-            f"{path}: config schema not found; the pipeline runs from a checkout of the repository "
-            "(pip install -e .)"
-        )
+        raise ConfigError(f"{path}: config schema not found (it ships with the m3em package; reinstall it)")
     with open(path, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from m3em.atomic import atomic_output
+from m3em.epic.atomic import atomic_output
+from m3em.epic.errors import InputError
 
 FORMAT = "m3em-scores/1"
 
@@ -32,7 +33,7 @@ FORMAT = "m3em-scores/1"
 SCORE_KINDS: tuple[str, ...] = ("logits", "log_probs")
 
 
-class ScoreFileError(ValueError):
+class ScoreFileError(ValueError, InputError):
     """A score file (or the arrays meant for one) that breaks the contract; the message names it."""
 
 

@@ -35,6 +35,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from m3em.epic.errors import InputError
+
 # (module, name) pairs a DataFrame / ndarray pickle needs, as pandas 1.x-3.x and numpy 1.x/2.x
 # write them. Old pickles name numpy's private modules by their numpy 1.x paths; both spellings
 # are admitted and resolved by import.
@@ -118,7 +120,7 @@ def allocation_cap(file_size: int) -> int:
     return ALLOCATION_FLOOR + ALLOCATION_FACTOR * max(int(file_size), 0)
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, InputError):
     """The pickle names a global outside the allow-list, or uses an admitted one in a way no
     pandas/numpy data pickle does."""
 

@@ -8,14 +8,14 @@ Each split is one pickle ``<official_features_dir>/<split>.pkl`` holding::
 The official TA3N loader concatenates ``data['features'].values()`` in the pickle's insertion
 order, an order nobody has verified; here every modality is fetched by key and the key set is
 checked (a missing or unknown modality is an error naming it), so the order in the file never
-matters. The pickle is read with :func:`m3em.safe_pickle.safe_load` (numpy/pandas classes only).
+matters. The pickle is read with :func:`m3em.epic.safe_pickle.safe_load` (numpy/pandas classes only).
 
 Of the 25 stored clips per segment the models see ``positions`` (default ``[2, 7, 12, 17, 22]``,
 the official loader's ``int(2.5 + 5x)``). :func:`export_feature_files` writes them in the
 project's feature contract (one file per (video, stream); maps ``1 x 1`` for the visual streams),
 so the models read official and self-extracted features alike::
 
-    python -m m3em.official_features --config config.yaml --split source_train \\
+    python -m m3em.epic.official_features --config config.yaml --split source_train \\
         --pickle official/source_train.pkl --features-dir results/features_official
 """
 
@@ -30,10 +30,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from m3em.annotations import EpicAnnotations
-from m3em.config import build_dataclass, load_config
-from m3em.features import SPATIAL_STREAMS, feature_path, segment_positions, write_features
-from m3em.safe_pickle import safe_load
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.errors import InputError
+from m3em.epic.features import feature_path, segment_positions, write_features
+from m3em.epic.safe_pickle import safe_load
+from m3em.epic.streams import SPATIAL_STREAMS
 
 #: Number of clips per segment in the official files (TBN's 25 test segments).
 N_STORED = 25
@@ -41,7 +43,7 @@ N_STORED = 25
 STREAM_OF_MODALITY: dict[str, str] = {"RGB": "tbn_rgb", "Flow": "tbn_flow", "Audio": "tbn_audio"}
 
 
-class OfficialFeaturesError(ValueError):
+class OfficialFeaturesError(ValueError, InputError):
     """An official feature pickle that does not have the expected layout; names file and key."""
 
 
@@ -136,7 +138,7 @@ def load_official_features(
 
     Raises:
         OfficialFeaturesError: wrong layout, naming the file and the key.
-        m3em.safe_pickle.UnsafePickleError: the pickle names a non-data class (nothing is run).
+        m3em.epic.safe_pickle.UnsafePickleError: the pickle names a non-data class (nothing is run).
     """
     path = Path(path)
     if not path.exists():
@@ -232,7 +234,7 @@ def export_feature_files(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m m3em.official_features",
+    p = argparse.ArgumentParser(prog="python -m m3em.epic.official_features",
                                 description="Convert an official pooled-feature pickle into feature files.")
     p.add_argument("--config", type=Path, required=True, help="config.yaml (official_features:, data.annotations_dir)")
     p.add_argument("--split", required=True, help="annotation split the pickle holds, e.g. source_train")
