@@ -138,3 +138,35 @@ def build_dataclass(cls: type[T], section: Mapping[str, Any], where: str) -> T:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r} for {cls.__name__}")
     return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitsConfig:
+    """``data.splits``: which annotation split plays which role."""
+
+    source_train: str = "source_train"
+    target_train: str = "target_train"
+    validation: str = "target_val"
+    test: str = "target_test"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The ``data:`` section: where the annotations and videos are, where results go."""
+
+    annotations_dir: Path
+    videos_dir: Path
+    video_ext: str = ".MP4"
+    results_dir: Path = Path("results")
+    splits: SplitsConfig = SplitsConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class InputsConfig:
+    """The ``inputs:`` section: official pre-computed inputs that replace a stage (None = compute it)."""
+
+    official_frames_dir: Path | None = None
+    official_flow_dir: Path | None = None
+    official_detections_dir: Path | None = None
+    official_features_dir: Path | None = None
+    official_object_features_dir: Path | None = None
