@@ -16,16 +16,13 @@ import argparse
 import platform
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from extractors.audio import load_audio  # noqa: E402
+from extractors.audio import load_audio
 
 
 def make_clip(path: Path, seconds: float) -> Path:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,9 +34,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from extractors.video import VideoFrameSource  # noqa: E402
+from extractors.video import VideoFrameSource
 
 
 def make_clip(path: Path, size: str, seconds: float, fps: int, codec: str, bitrate: str) -> Path:

@@ -37,13 +37,13 @@ import pandas as pd
 import torch
 
 from extractors.audio import AudioConfig
-from extractors.backbones.config import FeaturesConfig
 from extractors.backbones.i3d import I3DTwoStream
 from extractors.backbones.inputs import VideoSpec
 from extractors.backbones.tbn import TBN, Modality
-from extractors.extract import STREAM_BACKBONE, PositionDataset, StreamRunner, _collate, extract
+from extractors.extract import PositionDataset, StreamRunner, _collate, backbone_of, extract
 from extractors.flow_archive import FlowArchiveWriter, n_flow_frames
-from m3em.epic.features import segment_positions
+from m3em.epic.features import FeaturesConfig, segment_positions
+from m3em.epic.streams import EXTRACTED_STREAMS
 from m3em.runtime import resolve_device
 
 FPS = 50
@@ -77,7 +77,7 @@ def make_inputs(workdir: Path, height: int, seconds: float) -> tuple[Path, Path,
 def build_runner(streams: list[str], device: torch.device, autocast: str, channels_last: bool = True) -> StreamRunner:
     """The TBN (RGB, Flow, Spec) or I3D two-stream model of ``streams``, random weights (seed 0), 97/300 heads."""
     torch.manual_seed(0)
-    if STREAM_BACKBONE[streams[0]] == "tbn":
+    if backbone_of(streams[0]) == "tbn":
         model = TBN((Modality.RGB, Modality.FLOW, Modality.SPEC), 97, 300)
     else:
         model = I3DTwoStream(97, 300)
@@ -118,7 +118,7 @@ def measure(streams: list[str], device: torch.device, *, size: int = 96, clip_le
     Returns a dict with seconds and positions/s of both rows, their ratio, the 1-min load average
     before and after, and (CUDA) the peak GPU memory in GB.
     """
-    if len({STREAM_BACKBONE[s] for s in streams}) != 1:
+    if len({backbone_of(s) for s in streams}) != 1:
         raise ValueError(f"streams of one backbone only, got {streams}")
     workdir = workdir or Path(tempfile.gettempdir()) / "m3em_bench_extract"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def measure(streams: list[str], device: torch.device, *, size: int = 96, clip_le
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--streams", nargs="+", default=["tbn_rgb", "tbn_flow", "tbn_audio"], choices=sorted(STREAM_BACKBONE))
+    p.add_argument("--streams", nargs="+", default=["tbn_rgb", "tbn_flow", "tbn_audio"], choices=EXTRACTED_STREAMS)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--clip-length", type=int, default=8)
     p.add_argument("--segments", type=int, default=40)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args(argv)
-    if len({STREAM_BACKBONE[s] for s in args.streams}) != 1:
+    if len({backbone_of(s) for s in args.streams}) != 1:
         p.error("streams of one backbone only")
     device = resolve_device(args.device)  # cuda without CUDA -> ConfigError, no fallback
     torch.set_num_threads(args.threads)

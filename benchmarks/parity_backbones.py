@@ -34,12 +34,11 @@ from pathlib import Path
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from extractors.backbones.i3d import I3D, load_i3d_backbone
+from extractors.backbones.tbn import TBN, Modality, load_tbn, pool_vector
+from extractors.backbones.weights import save_expected_keys
 
-from extractors.backbones.i3d import I3D, load_i3d_backbone  # noqa: E402
-from extractors.backbones.tbn import TBN, Modality, load_tbn, pool_vector  # noqa: E402
-from extractors.backbones.weights import save_expected_keys  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def reference_models(tbn_repo: Path, i3d_repo: Path):

@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.atomic import atomic_write_text
+from m3em.epic.scores import read_scores
+from m3em.evaluate import evaluate_scores
+from m3em.synthetic import SyntheticSpec, generate
 
-from m3em.epic.annotations import EpicAnnotations  # noqa: E402
-from m3em.epic.atomic import atomic_write_text  # noqa: E402
-from m3em.epic.scores import read_scores  # noqa: E402
-from m3em.evaluate import evaluate_scores  # noqa: E402
-from m3em.synthetic import SyntheticSpec, generate  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ("source_only", "ta3n", "m3em")
 LABELS = {"source_only": "Source-only", "ta3n": "TA3N", "m3em": "TA3N + M3EM"}
@@ -52,10 +51,11 @@ def make_config(base: Path, ann: Path, feat: Path, spec: SyntheticSpec, args: ar
     a["modalities"]["audio"]["channels"] = spec.vector_channels
     a["smr_reduction"] = 4
     a["cmc_latent_channels"] = 16
+    cfg["features"].update(features_dir=str(feat), positions=spec.positions)
     t = cfg["train"]
-    t.update(features_dir=str(feat), epochs=args.epochs, lr=args.lr, lr_steps=[args.lr_step],
+    t.update(epochs=args.epochs, lr=args.lr, lr_steps=[args.lr_step],
              batch_size_source=args.batch_size, batch_size_target=args.batch_size, batch_size_eval=256,
-             positions=spec.positions, seed=1, device=args.device, num_workers=0, evaluate_each_epoch=False)
+             seed=1, device=args.device, num_workers=0, evaluate_each_epoch=False)
     return cfg
 
 

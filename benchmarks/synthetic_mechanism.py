@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import platform
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,16 +37,15 @@ import numpy as np
 import torch
 from scipy import stats
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from m3em.checkpoint import git_revision
+from m3em.data import epoch_batches
+from m3em.epic.atomic import atomic_write_text
+from m3em.methods import Method
+from m3em.models import ActionModel, DomainBetas, build_model, compute_losses, dann_coefficient, model_config
+from m3em.synthetic import MechanismSpec, MechanismSplit, mechanism_data
+from m3em.train import TrainConfig, top1
 
-from m3em.checkpoint import git_revision  # noqa: E402
-from m3em.data import epoch_batches  # noqa: E402
-from m3em.epic.atomic import atomic_write_text  # noqa: E402
-from m3em.methods import Method  # noqa: E402
-from m3em.models import ActionModel, DomainBetas, build_model, compute_losses, dann_coefficient, model_config  # noqa: E402
-from m3em.synthetic import MechanismSpec, MechanismSplit, mechanism_data  # noqa: E402
-from m3em.train import TrainConfig, top1  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 #: Bounds: m3em's network with C replaced (run name -> what replaces C).
 BOUNDS = ("oracle_c", "zero_c")
@@ -193,8 +191,8 @@ def train_run(run: str, data: Mapping[str, MechanismSplit], spec: MechanismSpec,
     """Train one run in memory and return its record (target-val metrics, curve, diagnostics)."""
     method = Method("m3em" if run in BOUNDS else run)
     mcfg, arch = model_config(models_section(spec, b), "S")
-    tc = TrainConfig(features_dir=Path("."), epochs=b.epochs, lr=b.lr, lr_steps=b.lr_steps,
-                     batch_size_source=b.batch, batch_size_target=b.batch, positions=spec.positions, seed=seed)
+    tc = TrainConfig(epochs=b.epochs, lr=b.lr, lr_steps=b.lr_steps, batch_size_source=b.batch,
+                     batch_size_target=b.batch, seed=seed)
     torch.manual_seed(seed)
     model = build_model(mcfg, arch, method, n_verbs=spec.n_verbs, n_nouns=spec.n_nouns, num_frames=spec.positions,
                         dropout_i=tc.dropout_i, dropout_v=tc.dropout_v,

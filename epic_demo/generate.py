@@ -37,6 +37,7 @@ from epic_demo.encode import Mp4Writer
 from epic_demo.scene import Scene, Segment, plan_segments
 from epic_demo.spec import NOUNS, SIZES, VERBS, VideoSpec, plan_videos
 from extractors.detections.official import write_official_detections
+from m3em.epic import annotations as official
 from m3em.epic.annotations import LABELLED_SPLITS
 from m3em.epic.atomic import atomic_write_text
 
@@ -83,8 +84,8 @@ def expected_outputs(out_dir: str | Path, size: str) -> list[Path]:
     out_dir = Path(out_dir)
     preset = SIZES[size]
     videos = plan_videos(preset)
-    files = [out_dir / "annotations" / n for n in (ann.VERB_CLASSES_FILE, ann.NOUN_CLASSES_FILE, ann.VIDEO_INFO_FILE)]
-    files += [ann.split_file(out_dir / "annotations", s) for s in preset.videos]
+    files = [out_dir / "annotations" / n for n in (official.VERB_CLASSES_FILE, official.NOUN_CLASSES_FILE, official.VIDEO_INFO_FILE)]
+    files += [official.split_file(out_dir / "annotations", s) for s in preset.videos]
     files += [out_dir / f"{s}_labels.csv" for s in preset.videos if s.endswith("_test")]
     files += [video_path(out_dir, v.video_id) for v in videos]
     files += [detections_path(out_dir, v.video_id) for v in videos]
@@ -147,7 +148,7 @@ def generate_dataset(out_dir: str | Path, size: str, seed: int, *, jobs: int = 1
     for split in preset.videos:
         members = [(v, plans[v.video_id]) for v in videos if v.split == split]
         labelled = split in LABELLED_SPLITS
-        ann.write_split(ann.split_file(adir, split), members, labelled)
+        ann.write_split(official.split_file(adir, split), members, labelled)
         if split.endswith("_test"):  # the hidden answers, kept apart from the annotation directory
             ann.write_split(out_dir / f"{split}_labels.csv", members, labelled=True)
 

@@ -43,13 +43,13 @@ worker processes. The CPU runs the same code in fp32.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from extractors.audio import AudioConfig
-from extractors.backbones.config import FeaturesConfig
 from extractors.backbones.i3d import I3DTwoStream, normalise_i3d
 from extractors.backbones.inputs import VideoInputs, VideoSpec
 from extractors.backbones.tbn import TBN, Modality, normalise, pool_vector
@@ -66,13 +65,26 @@ from extractors.backbones.weights import CheckpointError, load_strict, read_chec
 from extractors.detections.config import CropsConfig
 from extractors.flow import FlowConfig
 from extractors.video import DecodeConfig, annotation_fps
-from m3em.epic.annotations import AnnotationError, EpicAnnotations, video_segments
-from m3em.epic.config import ConfigError, build_dataclass, load_config
-from m3em.epic.features import feature_path, segments_frames, write_features
+from m3em.epic.annotations import EpicAnnotations, video_segments
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError, DataConfig
+from m3em.epic.features import FeaturesConfig, feature_path, segments_frames, write_features
 from m3em.epic.streams import EXTRACTED_STREAMS, Backbone, InputKind, stream_info
 from m3em.runtime import resolve_device
 
 log = logging.getLogger("extractors.extract")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractJobConfig:
+    """The config sections ``python -m extractors.extract`` reads (``features`` and ``data`` required)."""
+
+    data: DataConfig
+    features: FeaturesConfig
+    decode: DecodeConfig = DecodeConfig()
+    flow: FlowConfig = FlowConfig()
+    audio: AudioConfig = AudioConfig()
+    crops: CropsConfig = CropsConfig()
 
 
 #: The TBN sub-network of each input kind.
@@ -251,7 +263,7 @@ def _collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m extractors.extract", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--video-id", required=True)
@@ -266,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
                         "from it when given, even with --video")
     parser.add_argument("--flow", type=Path, help="flow archive (u/, v/ frame_%%010d.jpg)")
     parser.add_argument("--crops", type=Path, help="crop table (Parquet) for the crop streams")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        run(args)
-    except (ConfigError, CheckpointError, AnnotationError, ValueError, RuntimeError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body(args: argparse.Namespace) -> None:
+        run(args)  # the written files it returns are for callers in Python, not the exit status
+
+    return run_entry_point("python -m extractors.extract", _parser(), body, argv)
 
 
 def load_runners(checkpoints: Sequence[Path], streams: Sequence[str], device: torch.device, feats: FeaturesConfig,
@@ -304,12 +316,8 @@ def load_runners(checkpoints: Sequence[Path], streams: Sequence[str], device: to
 
 def run(args: argparse.Namespace) -> list[Path]:
     """The CLI's work (see :func:`main`); returns the written files."""
-    cfg: dict[str, Any] = load_config(args.config)
-    feats = build_dataclass(FeaturesConfig, cfg["features"], "features")
-    decode = build_dataclass(DecodeConfig, cfg.get("decode", {}), "decode")
-    flow = build_dataclass(FlowConfig, cfg.get("flow", {}), "flow")
-    audio = build_dataclass(AudioConfig, cfg.get("audio", {}), "audio")
-    crops = build_dataclass(CropsConfig, cfg.get("crops", {}), "crops")
+    job = load_job_config(args.config, ExtractJobConfig)
+    feats, decode, flow, audio, crops = job.features, job.decode, job.flow, job.audio, job.crops
     streams = list(args.stream)
     if len(set(streams)) != len(streams):
         raise ConfigError(f"--stream given twice: {streams}")
@@ -333,7 +341,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(feats.device, "features.device")
     t0 = time.perf_counter()
     runners, metas, ckpt_of = load_runners(list(args.checkpoint), streams, device, feats)
-    ann = EpicAnnotations.open(cfg["data"]["annotations_dir"])
+    ann = EpicAnnotations.open(job.data.annotations_dir)
     segments = video_segments(ann, args.video_id)
     spec = VideoSpec(
         video_id=args.video_id, fps=annotation_fps(args.video_id, ann.fps(args.video_id), decode.annotation_fps),
@@ -360,4 +368,4 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,8 +1,15 @@
 """Fine-tune TBN or I3D on the labelled source split (verb and noun heads).
 
     python -m extractors.finetune --config config.yaml --backbone tbn \
-        --out results/finetune/tbn/checkpoint.pt [--init CKPT] [--resume]
+        --out results/finetune/tbn/checkpoint.pt \
+        --frames frames/P01_01.tar ... | --video videos/P01_01.MP4 ... --flow results/flow/P01_01.tar ... \
+        [--init CKPT] [--resume]
     torchrun --nproc-per-node 4 -m extractors.finetune ...      # DistributedDataParallel
+
+Inputs: the files of every video of the source_train split, named by the workflow on the command
+line (``finetune_flags`` in ``workflow/rules/common.smk``), each file named after its video
+(``<video_id>.<ext>``): ``--flow`` the flow archive; ``--frames`` the frame archive (RGB) or else
+``--video`` the video file; ``--video`` also for TBN's sound track when ``audio.enabled``.
 
 Sampling (``extractors.backbones.inputs``): each labelled segment gives K TSN positions (one
 random frame per chunk); TBN binds modalities with the temporal binding window (flow and audio
@@ -19,7 +26,7 @@ supported, else fp16 with a gradient scaler).
 
 BatchNorm statistics: after the last epoch the running statistics of the BN layers that used
 batch statistics during training are re-estimated over ``finetune.bn_recalibration_segments``
-source segments (:func:`recalibrate_batchnorm`), so extraction in eval mode sees the network
+source segments (:func:`recalibrate_on_source`), so extraction in eval mode sees the network
 fine-tuning trained, not running averages that a short schedule left near their initial values.
 
 Initial weights, first match wins: ``--init`` (a TBN / I3D two-stream checkpoint, ours or the
@@ -28,19 +35,23 @@ released TBN: streams strict, the head too when its class counts match), then
 piergiaj I3D rgb/flow); else random initialisation (a warning: fine for the demo and smoke runs,
 not for results).
 
-Outputs (all atomic): ``--out`` (final checkpoint), ``<out dir>/last.pt`` (after every epoch,
-used by ``--resume``), ``<out dir>/metrics.csv`` (epoch, lr, loss, verb/noun top-1, seconds).
-Checkpoint: ``{"state_dict", "meta": {backbone, num_verbs, num_nouns, modalities, input_size,
-clip_length, epoch}, "optimizer", "scheduler", "scaler"}``.
+Layout, as torchvision's reference scripts: :func:`run` sets up and loops over the epochs, calling
+:func:`train_one_epoch`; there is no held-out evaluation (fine-tuning reports the training top-1;
+the features are judged downstream), and after the last epoch :func:`recalibrate_on_source`.
+
+Outputs (all atomic, :mod:`m3em.runtime` writers): ``--out`` (final checkpoint), ``<out
+dir>/last.pt`` (after every epoch, used by ``--resume``), ``<out dir>/metrics.csv`` (epoch, lr,
+loss, verb/noun top-1, segments, seconds). Checkpoint: ``{"state_dict", "meta": {backbone,
+num_verbs, num_nouns, modalities, input_size, clip_length, init, epoch}, "metrics"}`` plus
+``"optimizer", "scheduler", "scaler"`` in ``last.pt`` and ``bn_recalibration_segments`` in the
+final one's meta; read by :func:`extractors.extract.load_backbone`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import dataclasses
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -81,46 +92,105 @@ from extractors.backbones.weights import (
     state_dict_of,
     strip_module_prefix,
 )
-from extractors.detections.config import CropsConfig
 from extractors.flow import FlowConfig
 from extractors.video import DecodeConfig, annotation_fps
 from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.atomic import atomic_output, atomic_write_text
-from m3em.epic.config import ConfigError, build_dataclass, load_config
-from m3em.runtime import resolve_device
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError, DataConfig
+from m3em.epic.errors import InputError
+from m3em.epic.streams import EXTRACTED_STREAMS, stream_info
+from m3em.runtime import (
+    DistributedContext,
+    barrier,
+    data_parallel,
+    distributed_run,
+    save_checkpoint,
+    write_metrics_csv,
+)
 
 log = logging.getLogger("extractors.finetune")
 
-BACKBONES = ("tbn", "i3d")
+#: The backbones of the extracted streams (m3em.epic.streams), each fine-tuned by one job.
+BACKBONES: tuple[str, ...] = tuple(dict.fromkeys(stream_info(s).backbone.value for s in EXTRACTED_STREAMS))
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneJobConfig:
+    """The config sections ``python -m extractors.finetune`` reads (:func:`m3em.epic.cli.load_job_config`)."""
+
+    data: DataConfig
+    backbones: BackbonesConfig
+    finetune: FinetuneConfig
+    decode: DecodeConfig = DecodeConfig()
+    flow: FlowConfig = FlowConfig()
+    audio: AudioConfig = AudioConfig()
 
 
 # ---------------------------------------------------------------------------------------------
-# Where a video's inputs are (the same rules as workflow/rules/common.smk)
+# The input files of each video (named by the rule)
 
 
-def video_spec(cfg: Mapping[str, Any], ann: EpicAnnotations, video_id: str, *, need_crops: bool = False) -> VideoSpec:
-    """The inputs of ``video_id`` as the DAG lays them out: official archives when configured,
-    else the video file and ``<results_dir>/flow/<video>.tar`` / ``<results_dir>/crops/<video>.parquet``."""
-    data, inputs = cfg["data"], cfg.get("inputs", {})
-    decode = build_dataclass(DecodeConfig, cfg.get("decode", {}), "decode")
-    flow = build_dataclass(FlowConfig, cfg.get("flow", {}), "flow")
-    audio = build_dataclass(AudioConfig, cfg.get("audio", {}), "audio")
-    crops = build_dataclass(CropsConfig, cfg.get("crops", {}), "crops")
-    frames_dir = inputs.get("official_frames_dir")
-    flow_dir = inputs.get("official_flow_dir")
-    return VideoSpec(
-        video_id=video_id,
-        fps=annotation_fps(video_id, ann.fps(video_id), decode.annotation_fps),
-        video_path=Path(data["videos_dir"]) / f"{video_id}{data['video_ext']}",
-        frames_archive=Path(frames_dir) / f"{video_id}.tar" if frames_dir else None,
-        flow_path=Path(flow_dir) / f"{video_id}.tar" if flow_dir else Path(data["results_dir"]) / "flow" / f"{video_id}.tar",
-        crops_path=Path(data["results_dir"]) / "crops" / f"{video_id}.parquet" if need_crops else None,
-        decode_height=decode.height,
-        flow_stride=flow.stride,
-        flow_dilation=flow.dilation,
-        flow_box=crops.flow_box,
-        audio=audio,
-    )
+@dataclasses.dataclass(frozen=True)
+class InputFiles:
+    """The input files the command line names, by video id (each file is ``<video_id>.<ext>``).
+
+    Attributes:
+        videos: video files (RGB frames unless a frame archive is given; the sound track).
+        frames: frame archives (tar of ``frame_%010d.jpg``).
+        flow: flow archives (``u/``, ``v/`` ``frame_%010d.jpg``).
+    """
+
+    videos: Mapping[str, Path]
+    frames: Mapping[str, Path]
+    flow: Mapping[str, Path]
+
+    @classmethod
+    def from_paths(cls, videos: Sequence[Path], frames: Sequence[Path], flow: Sequence[Path]) -> InputFiles:
+        """Key each path by its video id (the file name up to its suffix); a video given twice
+        for one kind is an error naming both files."""
+        return cls(_by_video(videos, "--video"), _by_video(frames, "--frames"), _by_video(flow, "--flow"))
+
+
+def _by_video(paths: Sequence[Path], flag: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in map(Path, paths):
+        if p.stem in out:
+            raise InputError(f"{p}: {flag} gives video {p.stem} twice (also {out[p.stem]})")
+        out[p.stem] = p
+    return out
+
+
+def video_specs(job: FinetuneJobConfig, ann: EpicAnnotations, video_ids: Sequence[str], files: InputFiles, *,
+                need_audio: bool) -> dict[str, VideoSpec]:
+    """The inputs of each video of ``video_ids``: RGB from its frame archive, else its video file;
+    its flow archive; its video file's sound track when ``need_audio``.
+
+    Raises:
+        InputError: a video lacks a file it needs (every such video is listed).
+    """
+    missing = []
+    for v in video_ids:
+        if v not in files.flow:
+            missing.append(f"{v} (no --flow archive)")
+        if v not in files.frames and v not in files.videos:
+            missing.append(f"{v} (no --frames archive or --video)")
+        if need_audio and v not in files.videos:
+            missing.append(f"{v} (no --video for the sound track; audio.enabled is true)")
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise InputError(f"split {job.data.splits.source_train}: input files missing on the command line for "
+                         f"{shown}")
+    return {v: VideoSpec(
+        video_id=v,
+        fps=annotation_fps(v, ann.fps(v), job.decode.annotation_fps),
+        video_path=files.videos.get(v),
+        frames_archive=files.frames.get(v),
+        flow_path=files.flow[v],
+        decode_height=job.decode.height,
+        flow_stride=job.flow.stride,
+        flow_dilation=job.flow.dilation,
+        audio=job.audio,
+    ) for v in video_ids}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,190 +445,264 @@ def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], backbone: st
 # Training
 
 
-def _save(path: Path, obj: dict) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+@dataclasses.dataclass(frozen=True)
+class SourceData:
+    """The labelled source segments fine-tuning reads.
+
+    Attributes:
+        all_segments: every segment of the source_train split (the BN recalibration pool).
+        segments: those trained on (the first ``finetune.max_train_segments``).
+        specs: the inputs of every video of ``all_segments``.
+        num_verbs, num_nouns: class counts of the annotations.
+    """
+
+    all_segments: pd.DataFrame
+    segments: pd.DataFrame
+    specs: Mapping[str, VideoSpec]
+    num_verbs: int
+    num_nouns: int
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def run(cfg: Mapping[str, Any], backbone: str, out: Path, init: Path | None, resume: bool) -> Path:
-    """Fine-tune ``backbone`` and write ``out``; returns ``out``."""
-    if backbone not in BACKBONES:
-        raise ConfigError(f"--backbone must be one of {BACKBONES}, got {backbone!r}")
-    bb = build_dataclass(BackbonesConfig, cfg["backbones"], "backbones")
-    ft = build_dataclass(FinetuneConfig, cfg["finetune"], "finetune")
-    recipe = ft.tbn if backbone == "tbn" else ft.i3d
-    audio = build_dataclass(AudioConfig, cfg.get("audio", {}), "audio")
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(ft.device, "finetune.device")
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.type == "cuda":
-            device = torch.device("cuda", local)
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    torch.manual_seed(ft.seed + rank)
-
-    ann = EpicAnnotations.open(cfg["data"]["annotations_dir"])
-    all_segments = ann.split(cfg["data"]["splits"]["source_train"], labelled=True)
+def open_source(job: FinetuneJobConfig, files: InputFiles, *, need_audio: bool) -> SourceData:
+    """Read the source_train segments and pair every video with its input files."""
+    ann = EpicAnnotations.open(job.data.annotations_dir)
+    all_segments = ann.split(job.data.splits.source_train, labelled=True)
     segments = all_segments
-    if ft.max_train_segments is not None:
-        segments = segments.iloc[: ft.max_train_segments]
+    if job.finetune.max_train_segments is not None:
+        segments = segments.iloc[: job.finetune.max_train_segments]
     if len(segments) == 0:
         raise ConfigError("the source_train split has no segments")
-    specs = {v: video_spec(cfg, ann, v) for v in all_segments["video_id"].unique()}
-    modalities = (Modality.RGB, Modality.FLOW) + ((Modality.SPEC,) if audio.enabled else ())
-    size = bb.tbn.input_size if backbone == "tbn" else bb.i3d.input_size
-    num_verbs, num_nouns = len(ann.verbs), len(ann.nouns)
+    specs = video_specs(job, ann, list(all_segments["video_id"].unique()), files, need_audio=need_audio)
+    return SourceData(all_segments, segments, specs, len(ann.verbs), len(ann.nouns))
 
-    model = build_model(backbone, bb, num_verbs, num_nouns, modalities)
-    start_epoch = 0
-    metrics: list[dict] = []
-    last = out.parent / "last.pt"
-    if resume:
-        if not last.exists():
-            raise CheckpointError(f"{last}: --resume given but no checkpoint to resume from")
-        state = read_checkpoint(last)
-        load_strict(model, state_dict_of(state, str(last)), str(last))
-        start_epoch = int(state["meta"]["epoch"])
-        metrics = list(state.get("metrics", []))
-        init_how = str(state["meta"].get("init", RANDOM_INIT))
-        how = f"resumed from {last} after epoch {start_epoch} (initial weights: {init_how})"
-    else:
-        how = init_how = initialise(model, backbone, bb, init)
-    if init_how == RANDOM_INIT:
-        if recipe.partial_bn:
-            raise ConfigError(
-                f"finetune.{backbone}.partial_bn: true needs pretrained weights (backbones.{backbone} checkpoints or "
-                "--init), but none are configured: on random weights partial BN freezes nearly every BatchNorm layer "
-                "at mean 0 / variance 1 and the features collapse to a constant. Set it to false or give the weights.")
-        if rank == 0:
-            log.warning("%s starts from RANDOM weights (no initial checkpoint): fine for the demo and smoke runs; "
-                        "for results give pretrained weights in backbones.%s", backbone, backbone)
+
+def segment_dataset(segments: pd.DataFrame, data: SourceData, backbone: str, modalities: Sequence[Modality],
+                    recipe: Recipe, bb: BackbonesConfig, seed: int) -> SegmentDataset:
+    """The training sampling of ``segments`` for ``backbone`` (TBN: ``modalities``; I3D: RGB and flow clips)."""
+    size = bb.tbn.input_size if backbone == "tbn" else bb.i3d.input_size
+    return SegmentDataset(segments, data.specs, backbone, modalities if backbone == "tbn" else (), recipe.num_segments,
+                          size, bb.i3d.clip_length, seed)
+
+
+def start_weights(model: nn.Module, backbone: str, bb: BackbonesConfig, init: Path | None, last: Path,
+                  resume: bool) -> tuple[dict[str, Any] | None, str]:
+    """Load the weights training starts from: ``last`` when resuming, else the initial weights.
+
+    Returns:
+        ``(the resumed checkpoint or None, the one-line description of the initial weights)``
+        (:data:`RANDOM_INIT` when nothing was loaded).
+    """
+    if not resume:
+        return None, initialise(model, backbone, bb, init)
+    if not last.exists():
+        raise CheckpointError(f"{last}: --resume given but no checkpoint to resume from")
+    state = read_checkpoint(last)
+    load_strict(model, state_dict_of(state, str(last)), str(last))
+    return state, str(state["meta"].get("init", RANDOM_INIT))
+
+
+def check_initial_weights(init_how: str, backbone: str, recipe: Recipe, *, warn: bool) -> None:
+    """Refuse partial BN on random weights (it would freeze nearly every BatchNorm layer at mean 0 /
+    variance 1 and the features would collapse); warn (``warn``: rank 0) about random weights."""
+    if init_how != RANDOM_INIT:
+        return
     if recipe.partial_bn:
-        freeze_partial_bn(model)
-    model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last) if backbone == "tbn" else model
+        raise ConfigError(
+            f"finetune.{backbone}.partial_bn: true needs pretrained weights (backbones.{backbone} checkpoints or "
+            "--init), but none are configured: on random weights partial BN freezes nearly every BatchNorm layer "
+            "at mean 0 / variance 1 and the features collapse to a constant. Set it to false or give the weights.")
+    if warn:
+        log.warning("%s starts from RANDOM weights (no initial checkpoint): fine for the demo and smoke runs; "
+                    "for results give pretrained weights in backbones.%s", backbone, backbone)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, use_amp: bool) -> tuple[
+        torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR, torch.amp.GradScaler]:
+    """SGD over TBN's parameter groups (:func:`param_groups`), MultiStepLR over completed epochs, and
+    the gradient scaler (on only for fp16 autocast: bf16 needs none)."""
     optimizer = torch.optim.SGD(param_groups(model, recipe), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.lr_steps), gamma=recipe.lr_decay)
-    use_amp = ft.amp and device.type == "cuda"
-    amp_dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    if resume:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    core = model
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if rank == 0:
-        log.info("%s fine-tuning on %d source segments, %d videos, device %s x%d; init: %s",
-                 backbone, len(segments), len(specs), device, world, how)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
+    return optimizer, scheduler, scaler
 
-    data = SegmentDataset(segments, specs, backbone, modalities if backbone == "tbn" else (), recipe.num_segments,
-                          size, bb.i3d.clip_length, ft.seed)
-    sampler = torch.utils.data.DistributedSampler(data, world, rank, shuffle=True, seed=ft.seed) if world > 1 else None
-    meta = {"backbone": backbone, "num_verbs": num_verbs, "num_nouns": num_nouns,
-            "modalities": [m.value for m in modalities] if backbone == "tbn" else ["rgb", "flow"],
-            "input_size": size, "clip_length": bb.i3d.clip_length, "init": init_how}
-    for epoch in range(start_epoch, recipe.epochs):
-        t0 = time.perf_counter()
-        data.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(ft.seed * 1000 + epoch)
-        loader = DataLoader(data, batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
-                            num_workers=ft.num_workers, drop_last=False, generator=gen,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
-        model.train()
+
+def epoch_loader(data: SegmentDataset, sampler: torch.utils.data.Sampler | None, epoch: int, batch_size: int,
+                 ft: FinetuneConfig, device: torch.device) -> DataLoader:
+    """The batches of 0-based ``epoch``: the order from ``(finetune.seed, epoch)`` (one process) or
+    the distributed sampler's; the draws inside each item from ``(seed, epoch, item)``."""
+    data.epoch = epoch
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(ft.seed * 1000 + epoch)
+    return DataLoader(data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=ft.num_workers, drop_last=False, generator=gen,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def train_one_epoch(model: nn.Module, core: nn.Module, loader: DataLoader, backbone: str, recipe: Recipe,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, use_amp: bool,
+                    ctx: DistributedContext, epoch: int) -> dict[str, Any]:
+    """One pass over ``loader`` with :func:`train_step` (``model`` possibly DDP-wrapped, ``core``
+    the bare network whose partial-BN layers stay in eval mode).
+
+    Returns:
+        The epoch's metrics row without its time: ``epoch`` (1-based), ``lr`` (of the first
+        parameter group), mean ``loss`` and ``verb_top1`` / ``noun_top1`` (fractions) over the
+        training segments of every rank, ``segments``.
+    """
+    device = ctx.device
+    model.train()
+    if recipe.partial_bn:
+        partial_bn_eval(core)
+    sums = {"loss": 0.0, "verb": 0, "noun": 0, "n": 0}
+    bar = tqdm(loader, desc=f"{backbone} epoch {epoch + 1}/{recipe.epochs}", disable=not ctx.is_main, file=sys.stderr)
+    for batch in bar:
+        loss, verb, noun = train_step(model, batch, backbone, recipe, device, optimizer, scaler, use_amp,
+                                      f"epoch {epoch + 1}")
+        yv, yn = batch["verb"].to(device), batch["noun"].to(device)
+        b = yv.shape[0]
+        sums["loss"] += loss.item() * b
+        sums["verb"] += int((verb.argmax(1) == yv).sum())
+        sums["noun"] += int((noun.argmax(1) == yn).sum())
+        sums["n"] += b
+        bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}")
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    if ctx.distributed:
+        t = torch.tensor([sums["loss"], sums["verb"], sums["noun"], sums["n"]], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        sums = dict(zip(("loss", "verb", "noun", "n"), t.tolist()))
+    return {"epoch": epoch + 1, "lr": lrs[0], "loss": sums["loss"] / sums["n"],
+            "verb_top1": sums["verb"] / sums["n"], "noun_top1": sums["noun"] / sums["n"], "segments": int(sums["n"])}
+
+
+def recalibrate_on_source(core: nn.Module, data: SourceData, backbone: str, modalities: Sequence[Modality],
+                          recipe: Recipe, bb: BackbonesConfig, ft: FinetuneConfig, device: torch.device,
+                          use_amp: bool) -> int:
+    """:func:`recalibrate_batchnorm` over ``finetune.bn_recalibration_segments`` segments drawn
+    (seeded) from the whole source split (not only ``max_train_segments``), positions drawn as in
+    a further training epoch; returns the number of segments seen (0: switched off)."""
+    if ft.bn_recalibration_segments <= 0:
+        return 0
+    t0 = time.perf_counter()
+    pool = segment_dataset(data.all_segments, data, backbone, modalities, recipe, bb, ft.seed)
+    pool.epoch = recipe.epochs
+    n = min(ft.bn_recalibration_segments, len(pool))
+    subset = torch.utils.data.Subset(pool, np.random.default_rng(ft.seed).permutation(len(pool))[:n].tolist())
+    loader = DataLoader(subset, batch_size=recipe.batch_size, shuffle=False, num_workers=ft.num_workers,
+                        pin_memory=device.type == "cuda")
+    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=use_amp):
+        seen = recalibrate_batchnorm(core, loader, backbone, recipe.num_segments, device,
+                                     frozen=frozen_batchnorms(core, recipe.partial_bn))
+    log.info("re-estimated BatchNorm statistics over %d source segments in %.1f s", seen, time.perf_counter() - t0)
+    return seen
+
+
+def run(job: FinetuneJobConfig, backbone: str, out: Path, files: InputFiles, init: Path | None = None,
+        resume: bool = False) -> Path:
+    """Fine-tune ``backbone`` on the source split and write ``out`` (and ``last.pt``, ``metrics.csv``
+    beside it); returns ``out``.
+
+    Args:
+        job: the config sections (:class:`FinetuneJobConfig`).
+        backbone: ``tbn`` or ``i3d``.
+        out: the final checkpoint.
+        files: the input files of every source_train video (:class:`InputFiles`).
+        init: initial TBN / I3D two-stream checkpoint (overrides the config's weights).
+        resume: continue from ``<out dir>/last.pt``.
+    """
+    if backbone not in BACKBONES:
+        raise ConfigError(f"--backbone must be one of {BACKBONES}, got {backbone!r}")
+    bb, ft = job.backbones, job.finetune
+    recipe = ft.tbn if backbone == "tbn" else ft.i3d
+    modalities = (Modality.RGB, Modality.FLOW) + ((Modality.SPEC,) if job.audio.enabled else ())
+    with distributed_run(ft.device, "finetune.device") as ctx:
+        device = ctx.device
+        torch.manual_seed(ft.seed + ctx.rank)
+        data = open_source(job, files, need_audio=backbone == "tbn" and job.audio.enabled)
+
+        model = build_model(backbone, bb, data.num_verbs, data.num_nouns, modalities)
+        last = out.parent / "last.pt"
+        state, init_how = start_weights(model, backbone, bb, init, last, resume)
+        start_epoch = int(state["meta"]["epoch"]) if state is not None else 0
+        metrics: list[dict] = list(state.get("metrics", [])) if state is not None else []
+        how = (f"resumed from {last} after epoch {start_epoch} (initial weights: {init_how})" if state is not None
+               else init_how)
+        check_initial_weights(init_how, backbone, recipe, warn=ctx.is_main)
         if recipe.partial_bn:
-            partial_bn_eval(core)
-        sums = {"loss": 0.0, "verb": 0, "noun": 0, "n": 0}
-        bar = tqdm(loader, desc=f"{backbone} epoch {epoch + 1}/{recipe.epochs}", disable=rank != 0, file=sys.stderr)
-        for batch in bar:
-            loss, verb, noun = train_step(model, batch, backbone, recipe, device, optimizer, scaler, use_amp,
-                                          f"epoch {epoch + 1}")
-            yv, yn = batch["verb"].to(device), batch["noun"].to(device)
-            b = yv.shape[0]
-            sums["loss"] += loss.item() * b
-            sums["verb"] += int((verb.argmax(1) == yv).sum())
-            sums["noun"] += int((noun.argmax(1) == yn).sum())
-            sums["n"] += b
-            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}")
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        scheduler.step()
-        if world > 1:
-            t = torch.tensor([sums["loss"], sums["verb"], sums["noun"], sums["n"]], dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(t)
-            sums = dict(zip(("loss", "verb", "noun", "n"), t.tolist()))
-        row = {"epoch": epoch + 1, "lr": lrs[0], "loss": sums["loss"] / sums["n"],
-               "verb_top1": sums["verb"] / sums["n"], "noun_top1": sums["noun"] / sums["n"],
-               "segments": int(sums["n"]), "seconds": round(time.perf_counter() - t0, 3)}
-        metrics.append(row)
-        if rank == 0:
-            log.info("epoch %d: %s", epoch + 1, row)
-            state = {"state_dict": core.state_dict(), "meta": {**meta, "epoch": epoch + 1},
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "metrics": metrics}
-            _save(last, state)
-            _write_metrics(out.parent / "metrics.csv", metrics)
-    if rank == 0:
-        if not metrics:
-            raise ConfigError(f"nothing to train: epochs={recipe.epochs}")
-        recalibrated = 0
-        if ft.bn_recalibration_segments > 0:
+            freeze_partial_bn(model)
+        model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last) if backbone == "tbn" else model
+        use_amp = ft.amp and device.type == "cuda"
+        optimizer, scheduler, scaler = make_optimizer(model, recipe, device, use_amp)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        core = model
+        model = data_parallel(model, ctx)
+        if ctx.is_main:
+            log.info("%s fine-tuning on %d source segments, %d videos, device %s x%d; init: %s",
+                     backbone, len(data.segments), len(data.specs), device, ctx.world_size, how)
+
+        train_data = segment_dataset(data.segments, data, backbone, modalities, recipe, bb, ft.seed)
+        sampler = (torch.utils.data.DistributedSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=ft.seed)
+                   if ctx.distributed else None)
+        meta = {"backbone": backbone, "num_verbs": data.num_verbs, "num_nouns": data.num_nouns,
+                "modalities": [m.value for m in modalities] if backbone == "tbn" else ["rgb", "flow"],
+                "input_size": train_data.size, "clip_length": bb.i3d.clip_length, "init": init_how}
+        for epoch in range(start_epoch, recipe.epochs):
             t0 = time.perf_counter()
-            # Over the whole source split (not only max_train_segments), positions drawn as in a
-            # further training epoch.
-            pool = SegmentDataset(all_segments, specs, backbone, modalities if backbone == "tbn" else (),
-                                  recipe.num_segments, size, bb.i3d.clip_length, ft.seed)
-            pool.epoch = recipe.epochs
-            n = min(ft.bn_recalibration_segments, len(pool))
-            subset = torch.utils.data.Subset(pool, np.random.default_rng(ft.seed).permutation(len(pool))[:n].tolist())
-            loader = DataLoader(subset, batch_size=recipe.batch_size, shuffle=False, num_workers=ft.num_workers,
-                                pin_memory=device.type == "cuda")
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                recalibrated = recalibrate_batchnorm(core, loader, backbone, recipe.num_segments, device,
-                                                     frozen=frozen_batchnorms(core, recipe.partial_bn))
-            log.info("re-estimated BatchNorm statistics over %d source segments in %.1f s", recalibrated,
-                     time.perf_counter() - t0)
-        _save(out, {"state_dict": core.state_dict(),
-                    "meta": {**meta, "epoch": recipe.epochs, "bn_recalibration_segments": recalibrated},
-                    "metrics": metrics})
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+            loader = epoch_loader(train_data, sampler, epoch, recipe.batch_size, ft, device)
+            row = train_one_epoch(model, core, loader, backbone, recipe, optimizer, scaler, use_amp, ctx, epoch)
+            scheduler.step()
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            metrics.append(row)
+            if ctx.is_main:
+                log.info("epoch %d: %s", epoch + 1, row)
+                save_checkpoint(last, {"state_dict": core.state_dict(), "meta": {**meta, "epoch": epoch + 1},
+                                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                                       "metrics": metrics})
+                write_metrics_csv(out.parent / "metrics.csv", metrics)
+        if ctx.is_main:
+            if not metrics:
+                raise ConfigError(f"nothing to train: epochs={recipe.epochs}")
+            recalibrated = recalibrate_on_source(core, data, backbone, modalities, recipe, bb, ft, device, use_amp)
+            save_checkpoint(out, {"state_dict": core.state_dict(),
+                                  "meta": {**meta, "epoch": recipe.epochs, "bn_recalibration_segments": recalibrated},
+                                  "metrics": metrics})
+            log.info("wrote %s", out)
+        barrier(ctx)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m extractors.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="config.yaml")
     parser.add_argument("--backbone", required=True, choices=BACKBONES)
     parser.add_argument("--out", required=True, type=Path, help="final checkpoint, e.g. results/finetune/tbn/checkpoint.pt")
+    parser.add_argument("--video", type=Path, nargs="+", action="extend", default=[],
+                        help="video file(s) <video_id><ext>: RGB frames of a video without --frames; TBN's sound track")
+    parser.add_argument("--frames", type=Path, nargs="+", action="extend", default=[],
+                        help="frame archive(s) <video_id>.tar (tar of frame_%%010d.jpg): RGB frames")
+    parser.add_argument("--flow", type=Path, nargs="+", action="extend", default=[],
+                        help="flow archive(s) <video_id>.tar (u/, v/ frame_%%010d.jpg)")
     parser.add_argument("--init", type=Path, default=None, help="initial TBN / I3D two-stream checkpoint (overrides config)")
     parser.add_argument("--resume", action="store_true", help="continue from <out dir>/last.pt")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(args.config)
-        run(cfg, args.backbone, args.out, args.init, args.resume)
-    except (ConfigError, CheckpointError, ValueError, RuntimeError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, FinetuneJobConfig)
+    files = InputFiles.from_paths(args.video, args.frames, args.flow)
+    run(job, args.backbone, args.out, files, args.init, args.resume)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m extractors.finetune", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

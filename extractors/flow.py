@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -25,17 +25,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from extractors.flow_archive import (
-    FlowArchiveError,
-    FlowArchiveWriter,
-    flow_pairs,
-    n_flow_frames,
-    quantise_flow,
-)
+from extractors.flow_archive import FlowArchiveWriter, flow_pairs, n_flow_frames, quantise_flow
 from extractors.tvl1 import BACKENDS, TVL1Params, compute_flow
 from extractors.video import DecodeConfig, FrameSource, FrameSourceError, annotation_fps, open_frames
-from m3em.epic.annotations import AnnotationError, EpicAnnotations
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.annotations import EpicAnnotations
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError, DataConfig
+
+log = logging.getLogger("extractors.flow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,38 +139,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        decode = build_dataclass(DecodeConfig, cfg.get("decode", {}), "decode")
-        flow_cfg = build_dataclass(FlowConfig, cfg.get("flow", {}), "flow")
-        if args.fps is not None:
-            fps = args.fps
-        else:
-            table = EpicAnnotations.open(cfg["data"]["annotations_dir"])
-            fps = annotation_fps(args.video_id, table.fps(args.video_id), decode.annotation_fps)
-        threads = flow_cfg.threads if args.threads is None else args.threads
-        if threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}")
-        cv2.setNumThreads(threads)
-        import torch
+@dataclasses.dataclass(frozen=True)
+class FlowJobConfig:
+    """The config sections ``python -m extractors.flow`` reads (``decode``/``flow`` may be left out)."""
 
-        torch.set_num_threads(threads)
-        frames = open_frames(args.video_id, fps=fps, height=decode.height, video_path=args.video,
-                             frames_archive=args.frames, threads=decode.threads)
-        t0 = time.perf_counter()
-        n = compute_video_flow(frames, args.out, flow_cfg, progress=not args.no_progress)
-        dt = time.perf_counter() - t0
-    except (ConfigError, AnnotationError, FrameSourceError, FlowArchiveError, ValueError, RuntimeError) as err:
-        print(f"extractors.flow: error: {err}", file=sys.stderr)
-        return 1
+    data: DataConfig
+    decode: DecodeConfig = DecodeConfig()
+    flow: FlowConfig = FlowConfig()
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, FlowJobConfig)
+    decode, flow_cfg = job.decode, job.flow
+    if args.fps is not None:
+        fps = args.fps
+    else:
+        table = EpicAnnotations.open(job.data.annotations_dir)
+        fps = annotation_fps(args.video_id, table.fps(args.video_id), decode.annotation_fps)
+    threads = flow_cfg.threads if args.threads is None else args.threads
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    cv2.setNumThreads(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    frames = open_frames(args.video_id, fps=fps, height=decode.height, video_path=args.video,
+                         frames_archive=args.frames, threads=decode.threads)
+    t0 = time.perf_counter()
+    n = compute_video_flow(frames, args.out, flow_cfg, progress=not args.no_progress)
+    dt = time.perf_counter() - t0
     w, h = frames.size
-    print(f"extractors.flow: {args.video_id}: {n} flow frames ({w}x{h}, stride {flow_cfg.stride}, "
-          f"dilation {flow_cfg.dilation}, {flow_cfg.backend}/{flow_cfg.device}) in {dt:.1f} s "
-          f"({n / dt:.1f} pairs/s) -> {args.out}", file=sys.stderr)
-    return 0
+    log.info("%s: %d flow frames (%dx%d, stride %d, dilation %d, %s/%s) in %.1f s (%.1f pairs/s) -> %s",
+             args.video_id, n, w, h, flow_cfg.stride, flow_cfg.dilation, flow_cfg.backend, flow_cfg.device, dt,
+             n / dt, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_entry_point("python -m extractors.flow", _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from m3em.epic.annotations import EpicAnnotations, read_annotation_file
+from m3em.epic.cli import run_entry_point
 from m3em.submission import CHALLENGE, MEMBER, VERSION
 
 #: Top-level keys: required, and optional (``results_source``, the source-test scores).
@@ -168,7 +169,7 @@ def _expected_ids(annotations: Path, split: str) -> tuple[list[str], int | None,
     return read_annotation_file(annotations, labelled=False)["narration_id"].tolist(), None, None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.check_submission", description="Validate a submission.zip.")
     p.add_argument("zip", type=Path, help="submission.zip")
     p.add_argument("--annotations", type=Path, required=True,
@@ -176,11 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="target_test", help="split to check against (annotation directory only)")
     p.add_argument("--n-verbs", type=int, default=None, help="verb classes (default: class file, else 97)")
     p.add_argument("--n-nouns", type=int, default=None, help="noun classes (default: class file, else 300)")
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
     ids, n_verbs, n_nouns = _expected_ids(args.annotations, args.split)
     n_verbs = args.n_verbs or n_verbs or 97
     n_nouns = args.n_nouns or n_nouns or 300
     problems = check_submission(args.zip, ids, n_verbs=n_verbs, n_nouns=n_nouns)
+    # The verdict is this command's output (the workflow keeps it as submission.check.txt): a
+    # faulty submission is its result, listed in full with exit 1, not an error of the checker.
     if problems:
         print(f"{args.zip}: {len(problems)} problem(s):", file=sys.stderr)
         for prob in problems:
@@ -188,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"{args.zip}: OK ({len(ids)} narration ids, {n_verbs} verbs, {n_nouns} nouns)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.check_submission", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Training checkpoints: one file with everything needed to resume bit-for-bit, loadable with
-``torch.load(weights_only=True)`` (no code runs when reading).
+"""Training checkpoints (``m3em.train``): one file with everything needed to resume bit-for-bit,
+loadable with ``torch.load(weights_only=True)`` (no code runs when reading). This module is the
+format; the bytes are written by the one atomic writer, :func:`m3em.runtime.save_checkpoint`
+(fine-tuning's checkpoints go through it too, in their own format).
 
 Format (a dict; only tensors, numbers, strings, lists and dicts):
 
@@ -11,7 +13,8 @@ Format (a dict; only tensors, numbers, strings, lists and dicts):
 * ``model_name``, ``method``: e.g. ``"A"``, ``"m3em"``
 * ``architecture``: what the network was built from (modalities, channels, branches, classes,
   positions, map sizes), checked against the current config when loading
-* ``config``: the resolved config sections used (``models.<name>``, ``models.ta3n``, ``train``)
+* ``config``: the resolved config sections used (``models.<name>``, ``models.ta3n``, ``train``,
+  ``features`` (where the files are, P), ``data``), defaults filled in (:func:`plain`)
 * ``git_revision``: ``git describe --always --dirty`` of the code, or ``"unknown"``
 * ``metrics``: the ``metrics.csv`` rows of epochs 1..``epoch`` (dicts of numbers and strings);
   ``metrics.csv`` is rewritten from them on resume, so the epoch's row and its weights commit together
@@ -19,6 +22,8 @@ Format (a dict; only tensors, numbers, strings, lists and dicts):
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,8 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from m3em.epic.atomic import atomic_output
 from m3em.epic.errors import InputError
+from m3em.runtime import save_checkpoint
 
 FORMAT = "m3em-checkpoint/1"
 
@@ -64,11 +69,25 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` (see module docstring) atomically with ``torch.save``."""
-    data = {"format": FORMAT, **payload}
-    with atomic_output(path) as tmp:
-        torch.save(data, tmp)
+def plain(value: Any) -> Any:
+    """``value`` with dataclasses and mappings as dicts, tuples as lists and paths as strings: what a
+    weights-only checkpoint can hold (the ``config`` record of resolved dataclass sections)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_training_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` (see module docstring) with the format marker, atomically."""
+    save_checkpoint(path, {"format": FORMAT, **payload})
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -191,7 +191,7 @@ class FeatureSplit(_ClipDataset):
                         f"{path}: 'features' has {fshape[1]} channels but {m.where}.channels = {m.channels}"
                     )
                 if fshape[0] < positions:
-                    raise FeatureDataError(f"{path}: 'features' stores {fshape[0]} positions, train.positions = {positions}")
+                    raise FeatureDataError(f"{path}: 'features' stores {fshape[0]} positions, features.positions = {positions}")
                 by_shape.setdefault(fshape, []).append(path)
                 sel = np.flatnonzero(videos == video)
                 for i in sel:

@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError
+from m3em.epic.errors import InputError
 from m3em.epic.scores import ScoreFileError, Scores, log_softmax, read_scores, write_scores
+
+log = logging.getLogger("m3em.ensemble")
+
+
+class EnsembleError(ValueError, InputError):
+    """Members or weights that cannot make an ensemble (``--weights`` or config weights)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +63,9 @@ class EnsembleConfig:
 def _check_weights(weights: Sequence[float], n: int) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (n,):
-        raise ValueError(f"{n} members but {w.size} weights")
+        raise EnsembleError(f"{n} members but {w.size} weights")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero; got {list(weights)}")
+        raise EnsembleError(f"weights must be finite, non-negative and not all zero; got {list(weights)}")
     return w
 
 
@@ -83,7 +92,7 @@ def ensemble_scores(members: Sequence[Scores], weights: Sequence[float], name: s
         ``meta.kind = "log_probs"``.
     """
     if not members:
-        raise ValueError("an ensemble needs at least one member")
+        raise EnsembleError("an ensemble needs at least one member")
     w = _check_weights(weights, len(members))
     ref = members[0]
     ids = set(ref.narration_ids)
@@ -117,7 +126,14 @@ def ensemble_scores(members: Sequence[Scores], weights: Sequence[float], name: s
     return Scores(ref.narration_ids, verb.astype(np.float32), noun.astype(np.float32), meta)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class EnsembleJobConfig:
+    """The config sections ``python -m m3em.ensemble`` reads."""
+
+    ensemble: EnsembleConfig
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.ensemble", description="Weighted mean of models' softmax probabilities.")
     p.add_argument("--config", type=Path, required=True, help="config.yaml (ensemble.combinations)")
     p.add_argument("--scores", type=Path, nargs="+", required=True, help="member score files (.npz), in member order")
@@ -126,15 +142,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--combination", default=None, help="name of an ensemble.combinations entry: its weights")
     group.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per score file")
     p.add_argument("--name", default=None, help="ensemble name for the meta (default: the combination name)")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    ecfg = build_dataclass(EnsembleConfig, cfg["ensemble"], "ensemble")
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    ecfg = load_job_config(args.config, EnsembleJobConfig).ensemble
     name = args.name
     if args.combination is not None:
-        comb = ecfg.get(args.combination)
+        try:
+            comb = ecfg.get(args.combination)
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: --combination: {exc}") from exc
         if len(comb.members) != len(args.scores):
-            raise ConfigError(f"ensemble {comb.name} has members {list(comb.members)} but {len(args.scores)} "
-                              "score files were given")
+            raise ConfigError(f"{args.config}: ensemble {comb.name} has members {list(comb.members)} but "
+                              f"{len(args.scores)} score files were given")
         weights, name = comb.weights, name or comb.name
     elif args.weights is not None:
         weights = args.weights
@@ -144,8 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ens = ensemble_scores(members, weights, name=name or "+".join(s.stem for s in args.scores))
     meta = dict(ens.meta, member_files=[str(s) for s in args.scores])
     write_scores(args.out, ens.narration_ids, ens.verb, ens.noun, meta)
-    print(f"wrote {args.out}: {len(ens)} segments, members {meta['members']}, weights {meta['weights']}")
-    return 0
+    log.info("wrote %s: %d segments, members %s, weights %s", args.out, len(ens), meta["members"], meta["weights"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.ensemble", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ import pandas as pd
 
 from m3em.epic.annotations import LABELLED_SPLITS, EpicAnnotations
 from m3em.epic.atomic import atomic_write_text
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError, DataConfig
+from m3em.epic.errors import InputError
 from m3em.epic.scores import ScoreFileError, Scores, read_scores
 from m3em.metrics import (
     ACTION_TOP_N,
@@ -56,6 +59,12 @@ from m3em.metrics import (
 METRICS_FORMAT = "m3em-metrics/2"
 #: What ``ci.method`` of a metrics file says.
 CI_METHOD = "percentile bootstrap over segments"
+
+log = logging.getLogger("m3em.evaluate")
+
+
+class MetricsFileError(ValueError, InputError):
+    """A metrics file that is missing, not JSON or not in :data:`METRICS_FORMAT`; names the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,31 +232,35 @@ def metrics_record(
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
-    """Read a metrics JSON written by this module; checks format and the accuracy block."""
+    """Read a metrics JSON written by this module; checks format and the accuracy block.
+
+    Raises:
+        MetricsFileError: the file is missing, not JSON, or not a metrics file; names the file.
+    """
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{path}: metrics file not found")
+        raise MetricsFileError(f"{path}: metrics file not found")
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a binary file is not JSON either
+        raise MetricsFileError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(rec, dict) or rec.get("format") != METRICS_FORMAT:
         fmt = rec.get("format") if isinstance(rec, dict) else None
         hint = "; written by an older m3em.evaluate: rerun the evaluate stage" if fmt == "m3em-metrics/1" else ""
-        raise ValueError(f"{path}: not a metrics file (format is {fmt!r}, not {METRICS_FORMAT!r}){hint}")
+        raise MetricsFileError(f"{path}: not a metrics file (format is {fmt!r}, not {METRICS_FORMAT!r}){hint}")
     acc = rec.get("accuracy")
     if not isinstance(acc, dict) or set(acc) != {"verb", "noun", "action"}:
-        raise ValueError(f"{path}: 'accuracy' must hold verb, noun and action")
+        raise MetricsFileError(f"{path}: 'accuracy' must hold verb, noun and action")
     ci = rec.get("accuracy_ci")
     if not isinstance(ci, dict) or any(not isinstance(ci.get(t), dict) or set(ci[t]) != set(acc[t]) for t in acc):
-        raise ValueError(f"{path}: 'accuracy_ci' must hold an interval for every accuracy")
+        raise MetricsFileError(f"{path}: 'accuracy_ci' must hold an interval for every accuracy")
     if any(not isinstance(v, list) or len(v) != 2 for t in ci for v in ci[t].values()):
-        raise ValueError(f"{path}: every 'accuracy_ci' entry must be [low, high]")
+        raise MetricsFileError(f"{path}: every 'accuracy_ci' entry must be [low, high]")
     chance = rec.get("chance")
     if not isinstance(chance, dict) or set(chance) != {"uniform", "majority"}:
-        raise ValueError(f"{path}: 'chance' must hold 'uniform' and 'majority'")
+        raise MetricsFileError(f"{path}: 'chance' must hold 'uniform' and 'majority'")
     if not isinstance(rec.get("ci"), dict):
-        raise ValueError(f"{path}: no 'ci' block (the interval's method and settings)")
+        raise MetricsFileError(f"{path}: no 'ci' block (the interval's method and settings)")
     return rec
 
 
@@ -265,29 +278,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class EvaluateJobConfig:
+    """The config sections ``python -m m3em.evaluate`` reads."""
+
+    data: DataConfig
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not len(args.scores) == len(args.split) == len(args.out):
         parser.error(f"--scores, --split and --out pair up: got {len(args.scores)}, {len(args.split)} and "
                      f"{len(args.out)} values")
-    cfg = load_config(args.config)
-    ecfg = build_dataclass(EvaluateConfig, cfg.get("evaluate", {}), "evaluate")
+    job = load_job_config(args.config, EvaluateJobConfig)
     bad = [s for s in args.split if s not in LABELLED_SPLITS]
     if bad:
         raise ConfigError(f"--split {' '.join(bad)}: not a labelled split; labelled: {sorted(LABELLED_SPLITS)}")
-    annotations = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"])
+    annotations = EpicAnnotations.open(args.annotations or job.data.annotations_dir)
     for scores_path, split, out in zip(args.scores, args.split, args.out):
         labels = annotations.split(split, labelled=True)
         scores = read_scores(scores_path, n_verbs=len(annotations.verbs), n_nouns=len(annotations.nouns))
-        ev = evaluate_split(scores, labels, ecfg, where=str(scores_path))
+        ev = evaluate_split(scores, labels, job.evaluate, where=str(scores_path))
         rec = metrics_record(ev, split=split, scores_path=str(scores_path),
                              meta=scores.meta, model=args.model, method=args.method, name=args.name)
         atomic_write_text(out, json.dumps(rec, indent=2, sort_keys=True) + "\n")
         line = "  ".join(f"{t}@{k} {v:.2f} [{lo:.2f}, {hi:.2f}]" for t, a in rec["accuracy"].items()
                          for k, v in a.items() for lo, hi in [rec["accuracy_ci"][t][k]])
-        print(f"{scores_path} on {split} ({len(labels)} segments): {line}")
-    return 0
+        log.info("%s on %s (%d segments): %s", scores_path, split, len(labels), line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    return run_entry_point("python -m m3em.evaluate", parser, lambda args: _run(args, parser), argv)
 
 
 if __name__ == "__main__":

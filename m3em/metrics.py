@@ -190,17 +190,8 @@ def compute_accuracies(
     ks: Sequence[int] = (1, 5),
     action_top_n: int = ACTION_TOP_N,
 ) -> dict[str, dict[int, float]]:
-    """Verb, noun and action top-k accuracies (fractions) of one score table.
-
-    Args:
-        verb_scores: ``(N, V)``; noun_scores: ``(N, C_n)``.
-        verb_labels, noun_labels: ``(N,)`` int class labels.
-        ks: the k values (officially 1 and 5).
-        action_top_n: the official scorer's ``top_n``.
-
-    Returns:
-        ``{"verb": {k: acc}, "noun": {k: acc}, "action": {k: acc}}``.
-    """
+    """Verb, noun and action top-k accuracies (fractions) of one score table: the means of
+    :func:`compute_hits` (same arguments), ``{"verb": {k: acc}, "noun": {k: acc}, "action": {k: acc}}``."""
     hits = compute_hits(verb_scores, noun_scores, verb_labels, noun_labels, ks, action_top_n)
     return accuracies_of(hits)
 

@@ -15,67 +15,61 @@ domain attention on, as the reference test script runs TA3N).
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from m3em.checkpoint import CheckpointError, check_architecture, load_checkpoint, load_model_state
-from m3em.data import FeatureDataError
+from m3em.checkpoint import check_architecture, load_checkpoint, load_model_state
 from m3em.epic.annotations import LABELLED_SPLITS, EpicAnnotations
-from m3em.epic.config import ConfigError, load_config
+from m3em.epic.cli import load_job_config, run_entry_point
 from m3em.epic.scores import write_scores
 from m3em.epic.streams import stream_info
 from m3em.models import Method, build_model, model_config
 from m3em.runtime import resolve_device
-from m3em.train import (
-    TrainingError,
-    architecture,
-    data_sources,
-    open_split,
-    predict_logits,
-    train_config,
-)
+from m3em.train import TrainJobConfig, architecture, open_split, predict_logits, trn_positions
+
+log = logging.getLogger("m3em.predict")
 
 
-def run_prediction(cfg: Mapping[str, Any], checkpoint: str | Path, split: str, out: str | Path, *,
+def run_prediction(job: TrainJobConfig, checkpoint: str | Path, split: str, out: str | Path, *,
                    progress: bool = True) -> Path:
     """Write the scores of ``split`` to ``out`` (an ``.npz``) and return ``out``."""
-    return run_predictions(cfg, checkpoint, [(split, out)], progress=progress)[0]
+    return run_predictions(job, checkpoint, [(split, out)], progress=progress)[0]
 
 
-def run_predictions(cfg: Mapping[str, Any], checkpoint: str | Path, jobs: Sequence[tuple[str, str | Path]], *,
+def run_predictions(job: TrainJobConfig, checkpoint: str | Path, outputs: Sequence[tuple[str, str | Path]], *,
                     progress: bool = True) -> list[Path]:
-    """Score each ``(split, out)`` of ``jobs`` with one loaded model; returns the ``out`` paths.
+    """Score each ``(split, out)`` of ``outputs`` with one loaded model; returns the ``out`` paths.
 
     The checkpoint, annotations and network are loaded once; every split's feature files are still
-    checked against the checkpoint's architecture.
+    checked against the checkpoint's architecture. Scores are ``(N, n_verbs)`` / ``(N, n_nouns)``
+    logits in the split's annotation order.
     """
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     model_name, method = str(ckpt["model_name"]), Method(ckpt["method"])
-    mcfg, arch = model_config(cfg["models"], model_name)
-    tc = train_config(cfg)
+    mcfg, arch = model_config(job.models, model_name)
+    tc = job.train
+    positions = trn_positions(job.features)
     device = resolve_device(tc.device, "train.device")
-    sources = data_sources(cfg)
-    annotations = EpicAnnotations.open(sources.annotations_dir)
+    annotations = EpicAnnotations.open(job.data.annotations_dir)
     n_verbs, n_nouns = len(annotations.verbs), len(annotations.nouns)
     model = None
     written = []
-    for split, out in jobs:
+    for split, out in outputs:
         out = Path(out)
         # Labels are not needed to score; reading the split unlabelled also works for test splits.
-        dataset = open_split(sources, annotations, split, model_name, mcfg, tc, labelled=False)
+        dataset = open_split(job, annotations, split, model_name, mcfg, labelled=False)
         if tc.check_finite:
             dataset.check_finite(progress=progress)
         check_architecture(checkpoint, ckpt["architecture"],
-                           architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, dataset.shapes,
+                           architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, positions, dataset.shapes,
                                         tc.standardise_features))
         if model is None:  # the architecture check above makes every split's maps agree with the first's
-            model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
+            model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=positions,
                                 dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=dataset.spatial,
                                 standardise=tc.standardise_features)
             load_model_state(checkpoint, model, ckpt["model"])
@@ -92,31 +86,33 @@ def run_predictions(cfg: Mapping[str, Any], checkpoint: str | Path, jobs: Sequen
             # Crops and object features come from hand-object boxes: SLS training-labels level 4.
             "uses_hand_object_boxes": any(stream_info(m.stream).uses_hand_object_boxes for m in mcfg.modalities.values()),
         })
+        log.info("%s: %d segments of %s", out, len(ids), split)
         written.append(out)
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--config", type=Path, required=True, help="config.yaml (models:, train:, features:, data:, inputs:)")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt (or checkpoint.pt) written by m3em.train")
     p.add_argument("--split", nargs="+", required=True, help="annotation split(s) to score (target_val, target_test, ...)")
     p.add_argument("--out", type=Path, nargs="+", required=True, help="score file (.npz), one per --split, same order")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if len(args.out) != len(args.split):
-        p.error(f"--out needs one file per --split: {len(args.split)} split(s), {len(args.out)} file(s)")
-    try:
-        cfg = load_config(args.config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+
+    def run(args: argparse.Namespace) -> None:
+        if len(args.out) != len(args.split):
+            parser.error(f"--out needs one file per --split: {len(args.split)} split(s), {len(args.out)} file(s)")
+        job = load_job_config(args.config, TrainJobConfig)
         # A context, not torch.set_grad_enabled(False): main() is also called in-process (tests).
         with torch.no_grad():
-            for out in run_predictions(cfg, args.checkpoint, list(zip(args.split, args.out)),
-                                       progress=not args.no_progress):
-                print(out)
-    except (ConfigError, FeatureDataError, CheckpointError, TrainingError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+            run_predictions(job, args.checkpoint, list(zip(args.split, args.out)), progress=not args.no_progress)
+
+    return run_entry_point("python -m m3em.predict", parser, run, argv)
 
 
 if __name__ == "__main__":

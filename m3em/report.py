@@ -23,6 +23,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +35,8 @@ import pandas as pd
 
 from m3em.epic.annotations import EpicAnnotations
 from m3em.epic.atomic import atomic_output, atomic_write_text
-from m3em.epic.config import load_config
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import DataConfig
 from m3em.epic.errors import InputError
 from m3em.epic.scores import read_scores
 from m3em.evaluate import read_metrics
@@ -44,6 +47,8 @@ TIME_COLUMNS: tuple[str, ...] = ("s", "cpu_time")
 MEMORY_COLUMN = "max_rss"
 #: Classes shown in a per-class accuracy plot (the most frequent in the split).
 MAX_CLASSES_PLOTTED = 40
+
+log = logging.getLogger("m3em.report")
 
 
 class ReportError(ValueError, InputError):
@@ -379,7 +384,14 @@ def build_report(
     return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class ReportJobConfig:
+    """The config sections ``python -m m3em.report`` reads."""
+
+    data: DataConfig
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="config.yaml (data.annotations_dir)")
     p.add_argument("--metrics", type=Path, nargs="+", required=True, help="metrics JSON files (m3em.evaluate)")
@@ -390,10 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--benchmarks", type=Path, required=True, help="Snakemake benchmark directory")
     p.add_argument("--figures", type=Path, required=True, help="directory for the PNG figures")
     p.add_argument("--out", type=Path, required=True, help="report.md to write")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, ReportJobConfig)
     build_report(
-        annotations_dir=Path(cfg["data"]["annotations_dir"]),
+        annotations_dir=job.data.annotations_dir,
         metrics=args.metrics,
         train_metrics=args.train_metrics,
         class_scores=args.class_scores,
@@ -402,8 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures=args.figures,
         out=args.out,
     )
-    print(f"wrote {args.out}")
-    return 0
+    log.info("wrote %s", args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.report", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,8 @@ import numpy as np
 from m3em.ensemble import EnsembleConfig
 from m3em.epic.annotations import EpicAnnotations
 from m3em.epic.atomic import atomic_output
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError, DataConfig
 from m3em.epic.errors import InputError
 from m3em.epic.scores import Scores, log_softmax, read_scores
 
@@ -44,6 +46,8 @@ SLS_TL_BOXES = 4
 #: Decimal places of the written log-probabilities: 1e-6 is about float32 resolution at the
 #: magnitudes of log-probabilities, and the file is half the size of one with full float64 repr.
 DECIMALS = 6
+
+log = logging.getLogger("m3em.submission")
 
 
 class SubmissionError(ValueError, InputError):
@@ -172,26 +176,45 @@ def write_submission(
             zf.writestr(MEMBER, payload)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class SubmissionJobConfig:
+    """The config sections ``python -m m3em.submission`` reads."""
+
+    data: DataConfig
+    submission: SubmissionConfig
+    ensemble: EnsembleConfig
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.submission", description="Write the challenge submission.zip.")
     p.add_argument("--config", type=Path, required=True, help="config.yaml (submission:, data.annotations_dir, data.splits.test)")
     p.add_argument("--scores", type=Path, required=True, help="scores of the test split (.npz), normally the ensemble")
     p.add_argument("--out", type=Path, required=True, help="submission.zip to write")
     p.add_argument("--annotations", type=Path, default=None, help="annotation directory (default: data.annotations_dir)")
     p.add_argument("--split", default=None, help="test split (default: data.splits.test)")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    scfg = build_dataclass(SubmissionConfig, cfg["submission"], "submission")
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, SubmissionJobConfig)
+    scfg = job.submission
     # submission.ensemble must name a built ensemble (the rule picks the score file by that name).
-    build_dataclass(EnsembleConfig, cfg["ensemble"], "ensemble").get(scfg.ensemble)
-    annotations = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"])
-    split = args.split or cfg["data"]["splits"]["test"]
+    try:
+        job.ensemble.get(scfg.ensemble)
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: submission.ensemble: {exc}") from exc
+    annotations = EpicAnnotations.open(args.annotations or job.data.annotations_dir)
+    split = args.split or job.data.splits.test
     ids = annotations.split(split, labelled=False)["narration_id"].tolist()
     scores = read_scores(args.scores)
     write_submission(args.out, scores, ids, sls_pt=scfg.sls_pt, sls_tl=scfg.sls_tl, sls_td=scfg.sls_td,
                      n_verbs=len(annotations.verbs), n_nouns=len(annotations.nouns))
-    print(f"wrote {args.out}: {len(ids)} segments of {split}, SLS {scfg.sls_pt}/{scfg.sls_tl}/{scfg.sls_td}")
-    return 0
+    log.info("wrote %s: %d segments of %s, SLS %d/%d/%d", args.out, len(ids), split, scfg.sls_pt, scfg.sls_tl,
+             scfg.sls_td)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.submission", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -31,21 +31,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from m3em.epic.annotations import (
-    NOUN_CLASSES_FILE,
-    OFFICIAL_LABELLED_COLUMNS,
-    OFFICIAL_TIMESTAMP_COLUMNS,
-    SPLIT_FILES,
-    VERB_CLASSES_FILE,
-    VIDEO_INFO_FILE,
+    ClassRecord,
+    NarrationRecord,
+    VideoRecord,
+    split_file,
+    write_class_files,
+    write_split,
+    write_video_info,
 )
-from m3em.epic.atomic import atomic_write_text
+from m3em.epic.cli import run_entry_point
+from m3em.epic.errors import InputError
 from m3em.epic.features import feature_path, segment_positions, write_features
 from m3em.epic.streams import SPATIAL_STREAMS, STREAMS
 
@@ -54,6 +56,12 @@ TARGET_FPS = 50.0
 SEGMENT_FRAMES = 80  # each segment spans 80 frames, one every 100
 DOMAINS = {"source_train": "source", "target_train": "target", "target_val": "target", "target_test": "target"}
 LABELLED = {"source_train": True, "target_train": False, "target_val": True, "target_test": False}
+
+log = logging.getLogger("m3em.synthetic")
+
+
+class SyntheticSpecError(ValueError, InputError):
+    """A :class:`SyntheticSpec` that cannot be generated (the command-line values behind it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +97,11 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         unknown = [s for s in self.streams if s not in STREAMS]
         if unknown:
-            raise ValueError(f"unknown stream(s) {unknown}; known: {list(STREAMS)}")
+            raise SyntheticSpecError(f"unknown stream(s) {unknown}; known: {list(STREAMS)}")
         if self.n_nouns < 2 or self.n_verbs < 1 or self.map_size < 2 or self.positions < 1:
-            raise ValueError("need n_nouns >= 2, n_verbs >= 1, map_size >= 2, positions >= 1")
+            raise SyntheticSpecError("need n_nouns >= 2, n_verbs >= 1, map_size >= 2, positions >= 1")
         if self.shift < 0 or self.noise < 0:
-            raise ValueError("shift and noise must be non-negative")
+            raise SyntheticSpecError("shift and noise must be non-negative")
 
 
 def _role(stream: str) -> str:
@@ -200,39 +208,24 @@ class _Generator:
 
 def _write_annotations(spec: SyntheticSpec, ann_dir: Path, segments: dict[str, list[_Segment]],
                        videos: dict[str, list[str]]) -> None:
-    def classes(prefix: str, n: int) -> str:
-        df = pd.DataFrame({"id": range(n), "key": [f"{prefix}_{i}" for i in range(n)],
-                           "instances": [f"['{prefix}_{i}']" for i in range(n)], "category": prefix})
-        return df.to_csv(index=False)
+    """The official-layout annotation files of the synthetic videos (classes ``verb_i`` / ``noun_i``)."""
+    def classes(prefix: str, n: int) -> list[ClassRecord]:
+        return [ClassRecord(f"{prefix}_{i}", (f"{prefix}_{i}",), prefix) for i in range(n)]
 
-    atomic_write_text(ann_dir / VERB_CLASSES_FILE, classes("verb", spec.n_verbs))
-    atomic_write_text(ann_dir / NOUN_CLASSES_FILE, classes("noun", spec.n_nouns))
-    rows = []
-    for split, vids in videos.items():
-        fps = SOURCE_FPS if DOMAINS[split] == "source" else TARGET_FPS
-        duration = (100 * spec.segments_per_video + 50) / fps
-        rows += [{"video_id": v, "duration": round(duration, 3), "fps": fps, "resolution": "456x256"} for v in vids]
-    atomic_write_text(ann_dir / VIDEO_INFO_FILE, pd.DataFrame(rows).to_csv(index=False))
+    def fps_of(split: str) -> float:
+        return SOURCE_FPS if DOMAINS[split] == "source" else TARGET_FPS
 
-    def ts(frame: int, fps: float) -> str:
-        s = (frame - 1) / fps
-        return f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:05.2f}"
-
+    write_class_files(ann_dir, classes("verb", spec.n_verbs), classes("noun", spec.n_nouns))
+    write_video_info(ann_dir, [
+        VideoRecord(v, round((100 * spec.segments_per_video + 50) / fps_of(split), 3), fps_of(split), 456, 256)
+        for split, vids in videos.items() for v in vids
+    ])
     for split, segs in segments.items():
-        fps = SOURCE_FPS if DOMAINS[split] == "source" else TARGET_FPS
-        recs = []
-        for s in segs:
-            recs.append({
-                "narration_id": s.narration_id, "participant_id": s.video_id.split("_")[0], "video_id": s.video_id,
-                "narration_timestamp": ts(s.start_frame, fps), "start_timestamp": ts(s.start_frame, fps),
-                "stop_timestamp": ts(s.stop_frame, fps), "start_frame": s.start_frame, "stop_frame": s.stop_frame,
-                "narration": f"verb_{s.verb} noun_{s.noun}", "verb": f"verb_{s.verb}", "verb_class": s.verb,
-                "noun": f"noun_{s.noun}", "noun_class": s.noun, "all_nouns": f"['noun_{s.noun}']",
-                "all_noun_classes": f"[{s.noun}]",
-            })
-        cols = list(OFFICIAL_LABELLED_COLUMNS if LABELLED[split] else OFFICIAL_TIMESTAMP_COLUMNS)
-        df = pd.DataFrame(recs, columns=list(OFFICIAL_LABELLED_COLUMNS))[cols]
-        atomic_write_text(ann_dir / "UDA_annotations" / f"{SPLIT_FILES[split]}.csv", df.to_csv(index=False))
+        write_split(split_file(ann_dir, split), [
+            NarrationRecord(s.narration_id, s.video_id, s.start_frame, s.stop_frame, fps_of(split),
+                            verb=f"verb_{s.verb}", verb_class=s.verb, noun=f"noun_{s.noun}", noun_class=s.noun)
+            for s in segs
+        ], labelled=LABELLED[split])
 
 
 def generate(spec: SyntheticSpec, out_dir: str | Path) -> tuple[Path, Path]:
@@ -466,7 +459,7 @@ def mechanism_data(spec: MechanismSpec, sizes: Mapping[str, int]) -> dict[str, M
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     d = SyntheticSpec()
     p = argparse.ArgumentParser(prog="python -m m3em.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", type=Path, required=True, help="writes OUT_DIR/annotations and OUT_DIR/features")
@@ -483,14 +476,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                    metavar=("SOURCE_TRAIN", "TARGET_TRAIN", "TARGET_VAL", "TARGET_TEST"))
     p.add_argument("--segments-per-video", type=int, default=d.segments_per_video)
     p.add_argument("--streams", nargs="+", default=list(d.streams), choices=list(STREAMS))
-    a = p.parse_args(argv)
+    return p
+
+
+def _run(a: argparse.Namespace) -> None:
     spec = SyntheticSpec(seed=a.seed, n_verbs=a.n_verbs, n_nouns=a.n_nouns, channels=a.channels,
                          vector_channels=a.vector_channels, map_size=a.map_size, positions=a.positions,
                          videos=tuple(a.videos), segments_per_video=a.segments_per_video, shift=a.shift,
                          noise=a.noise, streams=tuple(a.streams))
     ann, feat = generate(spec, a.out_dir)
-    print(f"annotations: {ann}\nfeatures: {feat}")
-    return 0
+    log.info("annotations: %s, features: %s", ann, feat)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.synthetic", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

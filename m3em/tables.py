@@ -27,6 +27,8 @@ from typing import Any
 import pandas as pd
 
 from m3em.epic.atomic import atomic_write_text
+from m3em.epic.cli import run_entry_point
+from m3em.epic.errors import InputError
 from m3em.evaluate import read_metrics
 from m3em.methods import METHOD_LABELS
 
@@ -41,6 +43,10 @@ TASKS: tuple[str, ...] = ("verb", "noun", "action")
 CI_LOW, CI_HIGH = " CI low", " CI high"
 #: Labels of the chance rows under a Markdown table, by ``chance`` key of the metrics files.
 CHANCE_ROWS: dict[str, str] = {"uniform": "*chance: uniform*", "majority": "*chance: majority class*"}
+
+
+class TableError(ValueError, InputError):
+    """Metrics files that cannot make one table (labels missing or twice, splits or settings mixed)."""
 
 
 def _metric_columns(top_k: Sequence[int]) -> list[str]:
@@ -59,7 +65,7 @@ def _values(rec: dict[str, Any], top_k: Sequence[int], where: str) -> list[float
         for task in TASKS:
             acc, ci = rec["accuracy"][task], rec["accuracy_ci"][task]
             if str(k) not in acc:
-                raise ValueError(f"{where}: no {task} top-{k} accuracy (have top-{sorted(acc)})")
+                raise TableError(f"{where}: no {task} top-{k} accuracy (have top-{sorted(acc)})")
             low, high = (float(x) for x in ci[str(k)])
             out += [float(acc[str(k)]), low, high]
     return out
@@ -76,7 +82,7 @@ def _shared_attrs(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence
     for path, rec in records[1:]:
         for key in keys:
             if rec.get(key) != ref.get(key):
-                raise ValueError(f"{path}: {key!r} differs from {ref_path}'s ({rec.get(key)!r} vs {ref.get(key)!r}): "
+                raise TableError(f"{path}: {key!r} differs from {ref_path}'s ({rec.get(key)!r} vs {ref.get(key)!r}): "
                                  "one table needs metrics of one split and one evaluation setting")
     chance = {}
     for kind in CHANCE_ROWS:
@@ -89,7 +95,7 @@ def _shared_attrs(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence
 def _common_split(records: Sequence[tuple[str, dict[str, Any]]]) -> str:
     splits = {rec["split"] for _, rec in records}
     if len(splits) != 1:
-        raise ValueError(f"metrics files mix splits {sorted(splits)}: one table per split")
+        raise TableError(f"metrics files mix splits {sorted(splits)}: one table per split")
     return splits.pop()
 
 
@@ -101,17 +107,17 @@ def build_table1(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[
     and a known ``method``; two records for one row are an error.
     """
     if not records:
-        raise ValueError("no metrics files given")
+        raise TableError("no metrics files given")
     split = _common_split(records)
     rows: dict[tuple[str, str], list[Any]] = {}
     for path, rec in records:
         model, method = rec.get("model"), rec.get("method")
         if not model:
-            raise ValueError(f"{path}: no 'model' label (set it in the score meta or pass --model to m3em.evaluate)")
+            raise TableError(f"{path}: no 'model' label (set it in the score meta or pass --model to m3em.evaluate)")
         if method not in METHODS:
-            raise ValueError(f"{path}: method {method!r} is not one of {list(METHODS)}")
+            raise TableError(f"{path}: method {method!r} is not one of {list(METHODS)}")
         if (model, method) in rows:
-            raise ValueError(f"{path}: a second metrics file for model {model}, method {method}")
+            raise TableError(f"{path}: a second metrics file for model {model}, method {method}")
         rows[(model, method)] = [model, METHODS[method], *_values(rec, top_k, path)]
 
     def order(key: tuple[str, str]) -> tuple:
@@ -127,15 +133,15 @@ def build_table1(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[
 def build_table2(records: Sequence[tuple[str, dict[str, Any]]], top_k: Sequence[int] = (1, 5)) -> pd.DataFrame:
     """Table 2 (ensembles) from ``(path, record)`` pairs, in the order given; row label ``name``."""
     if not records:
-        raise ValueError("no metrics files given")
+        raise TableError("no metrics files given")
     split = _common_split(records)
     rows, seen = [], set()
     for path, rec in records:
         name = rec.get("name") or rec.get("model")
         if not name:
-            raise ValueError(f"{path}: no 'name' label (the ensemble's name, e.g. A+B)")
+            raise TableError(f"{path}: no 'name' label (the ensemble's name, e.g. A+B)")
         if name in seen:
-            raise ValueError(f"{path}: a second metrics file for ensemble {name}")
+            raise TableError(f"{path}: a second metrics file for ensemble {name}")
         seen.add(name)
         rows.append([name, *_values(rec, top_k, path)])
     df = pd.DataFrame(rows, columns=["Ensemble", *_columns(top_k)])
@@ -190,14 +196,17 @@ def to_csv(df: pd.DataFrame) -> str:
     return buf.getvalue()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.tables", description="Report tables from metrics files.")
     p.add_argument("--table", type=int, choices=(1, 2), required=True, help="1: models x methods, 2: ensembles")
     p.add_argument("--metrics", type=Path, nargs="+", required=True, help="metrics JSON files (m3em.evaluate)")
     p.add_argument("--top-k", type=int, nargs="+", default=[1, 5])
     p.add_argument("--out-md", type=Path, required=True)
     p.add_argument("--out-csv", type=Path, required=True)
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
     records = [(str(m), read_metrics(m)) for m in args.metrics]
     if args.table == 1:
         df, title = build_table1(records, args.top_k), "Table 1: single models"
@@ -205,8 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         df, title = build_table2(records, args.top_k), "Table 2: ensembles"
     atomic_write_text(args.out_md, to_markdown(df, title))
     atomic_write_text(args.out_csv, to_csv(df))
+    # The table on stdout is this command's result (the files hold the same text).
     print(to_markdown(df, title))
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.tables", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

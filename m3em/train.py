@@ -14,8 +14,17 @@ clipping, the DANN warm-up of the GRL coefficients. Writes into ``--out-dir``:
   the M3EM instruments of :func:`m3em_instruments`: NaN for a method without SMR/CMC);
 * ``model.pt`` once training has finished (same format): the rule's output.
 
-Multi-GPU: ``torchrun --nproc-per-node G -m m3em.train ...`` runs DistributedDataParallel; each
-global batch is split across the ranks and rank 0 writes the files.
+The features are ``<features.features_dir>/<stream>/<video>.safetensors`` with
+``features.positions`` (P) positions per segment, the files the extraction writes (or the
+official pooled pickles of ``inputs.official_features_dir``).
+
+Layout, as torchvision's reference scripts: :func:`run_training` sets up (data, model, optimiser,
+resume) and loops over epochs, calling :func:`train_one_epoch` and :func:`evaluate` and writing
+the epoch's checkpoint and metrics row with the writers of :mod:`m3em.runtime`.
+
+Multi-GPU: ``torchrun --nproc-per-node G -m m3em.train ...`` runs DistributedDataParallel
+(:func:`m3em.runtime.distributed_run`); each global batch is split across the ranks and rank 0
+writes the files.
 """
 
 from __future__ import annotations
@@ -23,10 +32,8 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import io
+import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,24 +41,26 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from m3em.checkpoint import (
-    CheckpointError,
     check_architecture,
     git_revision,
     load_checkpoint,
     load_model_state,
+    plain,
     rng_state,
-    save_checkpoint,
+    save_training_checkpoint,
     set_rng_state,
 )
 from m3em.data import ArraySplit, FeatureDataError, FeatureSplit, ModalityInput, epoch_batches, make_loader
 from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.atomic import atomic_write_text
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import ConfigError, DataConfig, InputsConfig
 from m3em.epic.errors import InputError
+from m3em.epic.features import FeaturesConfig
+from m3em.epic.official_features import OfficialFeaturesConfig
 from m3em.models import (
     ActionModel,
     DomainBetas,
@@ -64,7 +73,9 @@ from m3em.models import (
     dann_coefficient,
     model_config,
 )
-from m3em.runtime import resolve_device
+from m3em.runtime import DistributedContext, barrier, data_parallel, distributed_run, write_metrics_csv
+
+log = logging.getLogger("m3em.train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +91,10 @@ class BetaConfig:
 class TrainConfig:
     """The ``train:`` config section (defaults: the EPIC-100 TA3N script).
 
+    Where the features are and how many positions per segment (P) the model reads are the
+    ``features:`` section's (``features_dir``, ``positions``): the trainer reads what the
+    extraction writes.
+
     Two quirks of the reference are options whose defaults reproduce it, so a run matches the
     released baseline unless asked otherwise:
 
@@ -91,7 +106,6 @@ class TrainConfig:
       ``test_mode=True``, i.e. the same centre positions every epoch (no temporal augmentation).
     """
 
-    features_dir: Path
     epochs: int = 30
     lr: float = 3e-3
     momentum: float = 0.9
@@ -111,7 +125,6 @@ class TrainConfig:
     dann_warmup_rate: float = 1.0
     dann_progress_one_based: bool = True
     position_jitter: bool = False
-    positions: int = 5
     seed: int = 1
     device: str = "cpu"
     num_workers: int = 0
@@ -122,86 +135,78 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSources:
-    """Where the clips come from (``data:``, ``inputs:``, ``official_features:`` at the boundary)."""
+class TrainJobConfig:
+    """The config sections ``python -m m3em.train`` and ``python -m m3em.predict`` read
+    (:func:`m3em.epic.cli.load_job_config`).
 
-    annotations_dir: Path
-    source_split: str
-    target_split: str
-    validation_split: str
-    official_features_dir: Path | None
-    official_positions: tuple[int, ...] | None
+    ``models`` stays the validated mapping of model name -> section: :func:`m3em.models.model_config`
+    builds one model's dataclasses from it (``models.<name>`` plus the shared ``models.ta3n``).
+    """
+
+    data: DataConfig
+    models: Mapping[str, Mapping[str, Any]]
+    train: TrainConfig
+    inputs: InputsConfig = InputsConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    official_features: OfficialFeaturesConfig = OfficialFeaturesConfig()
 
 
 class TrainingError(RuntimeError, InputError):
     """A run that cannot start or continue; the message says why."""
 
 
-def data_sources(cfg: Mapping[str, Any]) -> DataSources:
-    """Read the data locations from the validated config (other sections' keys, read-only)."""
-    splits = cfg["data"]["splits"]
-    off = cfg.get("inputs", {}).get("official_features_dir")
-    positions = None
-    if off is not None and "official_features" in cfg:
-        positions = tuple(cfg["official_features"].get("positions", ())) or None
-    return DataSources(
-        annotations_dir=Path(cfg["data"]["annotations_dir"]),
-        source_split=splits["source_train"],
-        target_split=splits["target_train"],
-        validation_split=splits["validation"],
-        official_features_dir=Path(off) if off is not None else None,
-        official_positions=positions,
-    )
-
-
-def train_config(cfg: Mapping[str, Any]) -> TrainConfig:
-    if "train" not in cfg:
-        raise ConfigError("config: section 'train' missing")
-    tc = build_dataclass(TrainConfig, cfg["train"], "train")
-    if tc.positions < 2:
-        raise ConfigError("train.positions: TRN-m needs at least 2 positions")
-    return tc
+def trn_positions(features: FeaturesConfig) -> int:
+    """P, the positions per segment the model reads (``features.positions``; TRN-m needs 2 or more)."""
+    if features.positions < 2:
+        raise ConfigError(f"features.positions: TRN-m needs at least 2 positions, got {features.positions}")
+    return features.positions
 
 
 def modality_inputs(model_name: str, mcfg: ModelConfig) -> list[ModalityInput]:
+    """What each modality of ``models.<model_name>`` reads: its stream and channel count."""
     return [ModalityInput(n, m.stream, m.channels, f"models.{model_name}.modalities.{n}") for n, m in mcfg.modalities.items()]
 
 
 def open_split(
-    sources: DataSources,
+    job: TrainJobConfig,
     annotations: EpicAnnotations,
     split: str,
     model_name: str,
     mcfg: ModelConfig,
-    tc: TrainConfig,
     *,
     labelled: bool,
     jitter: bool = False,
 ) -> FeatureSplit | ArraySplit:
-    """The clips of ``split`` for the modalities of ``mcfg``, from feature files or official pickles."""
+    """The clips of ``split`` for the modalities of ``mcfg``, from feature files or official pickles.
+
+    Items: ``({modality: (P, c[, h, w])}, verb, noun, index)`` with ``P = features.positions``.
+    """
     table = annotations.split(split, labelled=labelled)
     mods = modality_inputs(model_name, mcfg)
-    if sources.official_features_dir is None:
-        return FeatureSplit(tc.features_dir, table, mods, positions=tc.positions, labelled=labelled,
-                            jitter=jitter, seed=tc.seed, split_name=split)
-    from m3em.epic.official_features import STREAM_OF_MODALITY, load_official_features, official_features_path
+    positions = trn_positions(job.features)
+    official_dir = job.inputs.official_features_dir
+    if official_dir is None:
+        return FeatureSplit(job.features.features_dir, table, mods, positions=positions, labelled=labelled,
+                            jitter=jitter, seed=job.train.seed, split_name=split)
+    from m3em.epic.official_features import (
+        STREAM_OF_MODALITY,
+        load_official_features,
+        official_features_path,
+        stored_clip_positions,
+    )
 
     key_of_stream = {s: k for k, s in STREAM_OF_MODALITY.items()}
     for m in mods:
         if m.stream not in key_of_stream:
             raise FeatureDataError(
-                f"{official_features_path(sources.official_features_dir, split)}: the official features have no "
+                f"{official_features_path(official_dir, split)}: the official features have no "
                 f"modality for {m.where}.stream = {m.stream!r} (they hold {sorted(STREAM_OF_MODALITY.values())})"
             )
-    path = official_features_path(sources.official_features_dir, split)
-    from m3em.data import select_positions
-
-    positions = sources.official_positions or tuple(int(i) for i in select_positions(25, tc.positions))
-    if len(positions) != tc.positions:
-        raise ConfigError(f"official_features.positions has {len(positions)} entries but train.positions = {tc.positions}")
-    off = load_official_features(path, modalities=tuple(STREAM_OF_MODALITY), positions=positions)
+    path = official_features_path(official_dir, split)
+    clips = stored_clip_positions(positions)  # which of the 25 stored clips are the P positions
+    off = load_official_features(path, modalities=tuple(STREAM_OF_MODALITY), positions=clips)
     arrays = {m.name: off.features[key_of_stream[m.stream]] for m in mods}
-    return ArraySplit(arrays, off.narration_ids, table, positions=tc.positions, labelled=labelled,
+    return ArraySplit(arrays, off.narration_ids, table, positions=positions, labelled=labelled,
                       channels={m.name: m.channels for m in mods}, split_name=split, source=str(path))
 
 
@@ -369,13 +374,9 @@ def m3em_instruments(model: ActionModel, dataset, batch_size: int, device: torch
     return out
 
 
-def _write_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+def write_training_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``metrics.csv`` of a run: :data:`METRIC_COLUMNS`, floats to 6 significant digits."""
+    write_metrics_csv(path, rows, METRIC_COLUMNS, float_format=".6g")
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -385,20 +386,200 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
-def _init_distributed() -> tuple[int, int]:
-    """Join the torchrun process group when launched with WORLD_SIZE > 1; return (rank, world)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), dist.get_world_size()
+@dataclasses.dataclass(frozen=True)
+class TrainingSplits:
+    """The clips one run reads: labelled source, unlabelled target, labelled validation (or None
+    when ``train.evaluate_each_epoch`` is off), and the class counts of the annotations."""
+
+    source: FeatureSplit | ArraySplit
+    target: FeatureSplit | ArraySplit
+    val: FeatureSplit | ArraySplit | None
+    n_verbs: int
+    n_nouns: int
+
+
+def open_training_splits(job: TrainJobConfig, model_name: str, mcfg: ModelConfig, *, progress: bool) -> TrainingSplits:
+    """Open the splits of ``data.splits`` and run every check that can fail before the first step
+    (same feature sizes in every split, no empty domain, finite features when ``train.check_finite``)."""
+    tc, splits = job.train, job.data.splits
+    annotations = EpicAnnotations.open(job.data.annotations_dir)
+    source = open_split(job, annotations, splits.source_train, model_name, mcfg, labelled=True, jitter=tc.position_jitter)
+    target = open_split(job, annotations, splits.target_train, model_name, mcfg, labelled=False, jitter=tc.position_jitter)
+    val = open_split(job, annotations, splits.validation, model_name, mcfg, labelled=True) if tc.evaluate_each_epoch else None
+    for ds in (source, target, val):
+        if ds is not None and ds.shapes != source.shapes:
+            raise FeatureDataError(f"feature sizes differ between splits: {source.shapes} vs {ds.shapes}")
+    if len(source) == 0 or len(target) == 0:
+        raise FeatureDataError(f"split {splits.source_train} or {splits.target_train} has no segments")
+    if tc.check_finite:
+        for ds in (source, target, val):
+            if ds is not None:
+                ds.check_finite(progress=progress)
+    return TrainingSplits(source, target, val, len(annotations.verbs), len(annotations.nouns))
+
+
+def make_optimizer(model: nn.Module, tc: TrainConfig) -> tuple[list[nn.Parameter], torch.optim.SGD,
+                                                               torch.optim.lr_scheduler.MultiStepLR]:
+    """The trainable parameters, SGD (Nesterov) over them and the reference's step schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.nesterov)
+    # Reference: at the start of 1-based epoch e the lr is divided by lr_decay if e in lr_steps.
+    # MultiStepLR counts 0-based epochs, hence the -1.
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[s - 1 for s in tc.lr_steps], gamma=1.0 / tc.lr_decay)
+    return params, optimizer, scheduler
+
+
+def restore(ckpt_path: Path, metrics_path: Path, *, resume: bool, model: ActionModel, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, arch_desc: Mapping[str, Any],
+            ctx: DistributedContext) -> tuple[int, int, list[dict[str, Any]]]:
+    """Continue from ``ckpt_path`` (``resume``) or check that a fresh run overwrites nothing.
+
+    Restores the weights, optimiser, schedule and RNG states and rewrites ``metrics.csv`` from the
+    checkpoint's rows: a kill after the checkpoint's rename but before the csv's loses no row.
+
+    Returns:
+        ``(first epoch to train (1-based), optimisation steps so far, metrics rows so far)``.
+    """
+    if resume and not ckpt_path.exists():
+        if ctx.is_main:
+            log.info("%s not found: starting from epoch 1", ckpt_path)
+        resume = False
+    if not resume:
+        if ckpt_path.exists() and ctx.is_main:
+            raise TrainingError(f"{ckpt_path} exists: pass --resume to continue it, or use a fresh --out-dir")
+        return 1, 0, []
+    ckpt = load_checkpoint(ckpt_path)
+    check_architecture(ckpt_path, ckpt["architecture"], arch_desc)
+    load_model_state(ckpt_path, model, ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
+    # Checkpoints written before the 'metrics' key existed fall back to the csv.
+    rows = list(ckpt["metrics"]) if "metrics" in ckpt else [
+        r for r in _read_metrics(metrics_path) if int(r["epoch"]) < start_epoch]
+    if ctx.is_main:
+        write_training_metrics(metrics_path, rows)
+    return start_epoch, global_step, rows
+
+
+def train_one_epoch(net: nn.Module, params: Sequence[nn.Parameter], optimizer: torch.optim.Optimizer,
+                    source: FeatureSplit | ArraySplit, target: FeatureSplit | ArraySplit, *, epoch: int,
+                    steps_per_epoch: int, method: Method, mcfg: ModelConfig, tc: TrainConfig, ctx: DistributedContext,
+                    desc: str, progress: bool) -> dict[str, Any]:
+    """One epoch of domain-adaptive SGD over ``steps_per_epoch`` zipped source/target batches.
+
+    The batch orders come from ``(train.seed, epoch)`` (source) and ``(train.seed + 1, epoch)``
+    (target), split across the ranks, so a resumed run sees the same batches. Per step: the
+    source clips (and, unless source-only, the target clips) through ``net``, the TA3N losses,
+    backward, gradient clipping, an optimiser step.
+
+    Returns:
+        The epoch's metrics row so far: ``epoch``, ``lr``, ``steps``, the mean losses and domain
+        accuracy (NaN for source-only), and the source top-1 accuracies (%) of the logits seen in
+        training.
+
+    Raises:
+        TrainingError: the loss became non-finite.
+    """
+    device = ctx.device
+    net.train()
+    source.set_epoch(epoch)
+    target.set_epoch(epoch)
+    src_loader = make_loader(source, epoch_batches(len(source), tc.batch_size_source, tc.seed, epoch, shuffle=True,
+                                                   rank=ctx.rank, world=ctx.world_size)[:steps_per_epoch], tc.num_workers,
+                             pin_memory=device.type == "cuda")
+    tgt_loader = make_loader(target, epoch_batches(len(target), tc.batch_size_target, tc.seed + 1, epoch, shuffle=True,
+                                                   rank=ctx.rank, world=ctx.world_size)[:steps_per_epoch], tc.num_workers,
+                             pin_memory=device.type == "cuda")
+    total_steps = tc.epochs * steps_per_epoch
+    # The late-fusion methods share the M3EM model's loss weights, so the ablations differ from
+    # m3em only in SMR/CMC.
+    lam_y, lam_d = (mcfg.lambda_y, mcfg.lambda_d) if method.late_fusion else (1.0, 1.0)
+    sums = {"loss": 0.0, "loss_y": 0.0, "loss_adv": 0.0, "loss_ent": 0.0, "domain_acc": 0.0}
+    src_logits, src_labels = [], []
+    steps = 0
+    bar = tqdm(zip(src_loader, tgt_loader), total=steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    for i, ((s_in, s_verb, s_noun, _), (t_in, _, _, _)) in enumerate(bar):
+        # DANN warm-up. Reference: p = (i + epoch * n) / (epochs * n) with 1-based epochs, so
+        # p runs from 1/epochs to above 1 (kept by default: dann_progress_one_based).
+        epoch_term = epoch if tc.dann_progress_one_based else epoch - 1
+        p = (i + epoch_term * steps_per_epoch) / total_steps
+        w = dann_coefficient(p, tc.dann_warmup_rate) if tc.dann_warmup else 1.0
+        betas = DomainBetas(w * tc.betas.relation, w * tc.betas.video, w * tc.betas.frame)
+        n_src = s_verb.shape[0]
+        if method is Method.SOURCE_ONLY:
+            # No domain term reads the target rows: skip their forward pass (the batches are
+            # still drawn, so the steps per epoch equal the reference's zipped loaders).
+            inputs = _to_device(s_in, device)
+        else:
+            inputs = _to_device({k: torch.cat([s_in[k], t_in[k]]) for k in s_in}, device)
+        s_verb, s_noun = s_verb.to(device), s_noun.to(device)
+        out = net(inputs, betas)
+        terms = compute_losses(out, n_src, s_verb, s_noun, gamma=tc.gamma, lambda_y=lam_y, lambda_d=lam_d)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        optimizer.step()
+        steps += 1
+        if not torch.isfinite(terms.total):
+            raise TrainingError(f"epoch {epoch} step {i}: the loss is {terms.total.item()}")
+        sums["loss"] += terms.total.item()
+        sums["loss_y"] += terms.classification.item()
+        sums["loss_adv"] += terms.adversarial.item()
+        sums["loss_ent"] += terms.entropy.item()
+        sums["domain_acc"] += terms.domain_accuracy
+        src_logits.append((out.verb[:n_src].detach().cpu(), out.noun[:n_src].detach().cpu()))
+        src_labels.append((s_verb.cpu(), s_noun.cpu()))
+        bar.set_postfix(loss=f"{terms.total.item():.3f}")
+    lr = optimizer.param_groups[0]["lr"]
+    sv, sn, sa = top1(torch.cat([a for a, _ in src_logits]), torch.cat([b for _, b in src_logits]),
+                      torch.cat([a for a, _ in src_labels]), torch.cat([b for _, b in src_labels]))
+    row: dict[str, Any] = {"epoch": epoch, "lr": lr, "steps": steps, **{k: v / max(steps, 1) for k, v in sums.items()},
+                           "source_verb_top1": sv, "source_noun_top1": sn, "source_action_top1": sa}
+    if method is Method.SOURCE_ONLY:
+        row["domain_acc"] = float("nan")
+    return row
+
+
+def evaluate(model: ActionModel, val: FeatureSplit | ArraySplit | None, source: FeatureSplit | ArraySplit,
+             tc: TrainConfig, device: torch.device) -> dict[str, float]:
+    """End-of-epoch metrics (eval mode; the training mode is restored).
+
+    Returns:
+        ``target_val_{verb,noun,action}_top1`` (%) on ``val`` when given, then the M3EM instruments
+        (:func:`m3em_instruments`) on ``val``, or on the source training clips without it.
+    """
+    out: dict[str, float] = {}
+    if val is not None:
+        idx, v_logits, n_logits = predict_logits(model, val, tc.batch_size_eval, device, tc.num_workers)
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        out["target_val_verb_top1"], out["target_val_noun_top1"], out["target_val_action_top1"] = top1(
+            v_logits, n_logits, torch.tensor(val.verb)[idx_t], torch.tensor(val.noun)[idx_t])
+    out.update(m3em_instruments(model, val if val is not None else source, tc.batch_size_eval, device, tc.num_workers))
+    return out
+
+
+def config_record(job: TrainJobConfig, model_name: str) -> dict[str, Any]:
+    """The resolved config sections a run used, defaults filled in (the checkpoint's ``config``)."""
+    return {f"models.{model_name}": plain(job.models[model_name]), "models.ta3n": plain(job.models.get("ta3n", {})),
+            "train": plain(job.train), "features": {"features_dir": str(job.features.features_dir),
+                                                    "positions": job.features.positions},
+            "data": plain(job.data)}
+
+
+def write_final_model(ckpt_path: Path, final_path: Path) -> None:
+    """``model.pt``, the rule's output: the last epoch's checkpoint, written once training has finished."""
+    if not ckpt_path.exists():
+        raise TrainingError(f"{ckpt_path}: no epoch was trained")
+    final = load_checkpoint(ckpt_path)
+    save_training_checkpoint(final_path, {k: v for k, v in final.items() if k != "format"})
+    log.info("wrote %s", final_path)
 
 
 def run_training(
-    cfg: Mapping[str, Any],
+    job: TrainJobConfig,
     model_name: str,
     method: Method | str,
     out_dir: str | Path,
@@ -411,7 +592,7 @@ def run_training(
     """Train and return the path of ``model.pt`` (or of ``checkpoint.pt`` when stopped early).
 
     Args:
-        cfg: the validated config mapping (read here, at the boundary, section by section).
+        job: the config sections (:class:`TrainJobConfig`).
         model_name: ``A``..``D`` (a key of ``models:``).
         method: a :class:`Method` or its value (source_only, ta3n, ta3n_late, m3em_smr, m3em_cmc, m3em).
         out_dir: where checkpoint.pt, metrics.csv and model.pt go.
@@ -423,198 +604,82 @@ def run_training(
     """
     method = Method(method)
     out_dir = Path(out_dir)
-    mcfg, arch = model_config(cfg["models"], model_name)
+    mcfg, arch = model_config(job.models, model_name)
     if method.value not in mcfg.methods:
         raise ConfigError(f"models.{model_name}.methods: {method.value!r} is not one of {list(mcfg.methods)}")
-    tc = train_config(cfg)
-    sources = data_sources(cfg)
-    rank, world = _init_distributed()
-    device = resolve_device(tc.device, "train.device")
-    if tc.batch_size_source < world or tc.batch_size_target < world:
-        raise ConfigError(f"train.batch_size_*: a global batch must give every one of the {world} ranks a sample")
+    tc = job.train
+    positions = trn_positions(job.features)
+    with distributed_run(tc.device, "train.device") as ctx:
+        if tc.batch_size_source < ctx.world_size or tc.batch_size_target < ctx.world_size:
+            raise ConfigError(f"train.batch_size_*: a global batch must give every one of the {ctx.world_size} ranks a sample")
+        torch.manual_seed(tc.seed)
+        if ctx.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
 
-    torch.manual_seed(tc.seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        data = open_training_splits(job, model_name, mcfg, progress=progress and ctx.is_main)
+        model = build_model(mcfg, arch, method, n_verbs=data.n_verbs, n_nouns=data.n_nouns, num_frames=positions,
+                            dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=data.source.spatial,
+                            standardise=tc.standardise_features)
+        if model.standardiser is not None:
+            # Statistics of the labelled source split only (the target domain's are never looked at).
+            model.standardiser.set_statistics(feature_statistics(data.source, tc.standardise_max_segments))
+        model.to(ctx.device)
+        arch_desc = architecture(model_name, method, mcfg, arch, data.n_verbs, data.n_nouns, positions,
+                                 data.source.shapes, tc.standardise_features)
+        params, optimizer, scheduler = make_optimizer(model, tc)
+        net = data_parallel(model, ctx, find_unused_parameters=method is Method.SOURCE_ONLY)
 
-    # --- data: every check that can fail runs before the first step ---
-    annotations = EpicAnnotations.open(sources.annotations_dir)
-    n_verbs, n_nouns = len(annotations.verbs), len(annotations.nouns)
-    source = open_split(sources, annotations, sources.source_split, model_name, mcfg, tc, labelled=True, jitter=tc.position_jitter)
-    target = open_split(sources, annotations, sources.target_split, model_name, mcfg, tc, labelled=False, jitter=tc.position_jitter)
-    val = open_split(sources, annotations, sources.validation_split, model_name, mcfg, tc, labelled=True) if tc.evaluate_each_epoch else None
-    for ds in (source, target, val):
-        if ds is not None and ds.shapes != source.shapes:
-            raise FeatureDataError(f"feature sizes differ between splits: {source.shapes} vs {ds.shapes}")
-    if len(source) == 0 or len(target) == 0:
-        raise FeatureDataError(f"split {sources.source_split} or {sources.target_split} has no segments")
-    if tc.check_finite:
-        for ds in (source, target, val):
-            if ds is not None:
-                ds.check_finite(progress=progress and rank == 0)
+        ckpt_path, final_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
+        start_epoch, global_step, rows = restore(ckpt_path, metrics_path, resume=resume, model=model,
+                                                 optimizer=optimizer, scheduler=scheduler, arch_desc=arch_desc, ctx=ctx)
+        steps_per_epoch = min(math.ceil(len(data.source) / tc.batch_size_source),
+                              math.ceil(len(data.target) / tc.batch_size_target))
+        if max_steps is not None:
+            steps_per_epoch = min(steps_per_epoch, max_steps)
+        record, revision = config_record(job, model_name), git_revision()
 
-    model = build_model(mcfg, arch, method, n_verbs=n_verbs, n_nouns=n_nouns, num_frames=tc.positions,
-                        dropout_i=tc.dropout_i, dropout_v=tc.dropout_v, spatial=source.spatial,
-                        standardise=tc.standardise_features)
-    if model.standardiser is not None:
-        # Statistics of the labelled source split only (the target domain's are never looked at).
-        model.standardiser.set_statistics(feature_statistics(source, tc.standardise_max_segments))
-    model.to(device)
-    arch_desc = architecture(model_name, method, mcfg, arch, n_verbs, n_nouns, tc.positions, source.shapes,
-                             tc.standardise_features)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.nesterov)
-    # Reference: at the start of 1-based epoch e the lr is divided by lr_decay if e in lr_steps.
-    # MultiStepLR counts 0-based epochs, hence the -1.
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[s - 1 for s in tc.lr_steps], gamma=1.0 / tc.lr_decay)
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=method is Method.SOURCE_ONLY,
-        )
-
-    ckpt_path, final_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
-    start_epoch, global_step, rows = 1, 0, []
-    if resume and not ckpt_path.exists():
-        if rank == 0 and progress:
-            tqdm.write(f"{ckpt_path} not found: starting from epoch 1")
-        resume = False
-    if resume:
-        ckpt = load_checkpoint(ckpt_path)
-        check_architecture(ckpt_path, ckpt["architecture"], arch_desc)
-        load_model_state(ckpt_path, model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
-        # The checkpoint carries the metrics rows of its epochs, so metrics.csv (a view of them) is
-        # rewritten here: a kill after the checkpoint's rename but before the csv's loses no row.
-        # Checkpoints written before that key existed fall back to the csv.
-        rows = list(ckpt["metrics"]) if "metrics" in ckpt else [
-            r for r in _read_metrics(metrics_path) if int(r["epoch"]) < start_epoch]
-        if rank == 0:
-            _write_metrics(metrics_path, rows)
-    elif ckpt_path.exists() and rank == 0:
-        raise TrainingError(f"{ckpt_path} exists: pass --resume to continue it, or use a fresh --out-dir")
-
-    n_src_batches = math.ceil(len(source) / tc.batch_size_source)
-    n_tgt_batches = math.ceil(len(target) / tc.batch_size_target)
-    steps_per_epoch = min(n_src_batches, n_tgt_batches)
-    if max_steps is not None:
-        steps_per_epoch = min(steps_per_epoch, max_steps)
-    total_steps = tc.epochs * steps_per_epoch
-    resolved = {f"models.{model_name}": dict(cfg["models"][model_name]), "models.ta3n": dict(cfg["models"].get("ta3n", {})),
-                "train": dict(cfg["train"]), "data": dict(cfg["data"])}
-    revision = git_revision()
-
-    for epoch in range(start_epoch, tc.epochs + 1):
-        t0 = time.time()
-        net.train()
-        source.set_epoch(epoch)
-        target.set_epoch(epoch)
-        # The two orders come from (seed, epoch) and (seed + 1, epoch): a resumed run sees the same batches.
-        src_loader = make_loader(source, epoch_batches(len(source), tc.batch_size_source, tc.seed, epoch, shuffle=True,
-                                                       rank=rank, world=world)[:steps_per_epoch], tc.num_workers,
-                                 pin_memory=device.type == "cuda")
-        tgt_loader = make_loader(target, epoch_batches(len(target), tc.batch_size_target, tc.seed + 1, epoch, shuffle=True,
-                                                       rank=rank, world=world)[:steps_per_epoch], tc.num_workers,
-                                 pin_memory=device.type == "cuda")
-        sums = {"loss": 0.0, "loss_y": 0.0, "loss_adv": 0.0, "loss_ent": 0.0, "domain_acc": 0.0}
-        src_logits, src_labels = [], []
-        steps = 0
-        bar = tqdm(zip(src_loader, tgt_loader), total=steps_per_epoch, desc=f"{model_name}/{method.value} epoch {epoch}",
-                   disable=not (progress and rank == 0), leave=False)
-        for i, ((s_in, s_verb, s_noun, _), (t_in, _, _, _)) in enumerate(bar):
-            # DANN warm-up. Reference: p = (i + epoch * n) / (epochs * n) with 1-based epochs, so
-            # p runs from 1/epochs to above 1 (kept by default: dann_progress_one_based).
-            epoch_term = epoch if tc.dann_progress_one_based else epoch - 1
-            p = (i + epoch_term * steps_per_epoch) / total_steps
-            w = dann_coefficient(p, tc.dann_warmup_rate) if tc.dann_warmup else 1.0
-            betas = DomainBetas(w * tc.betas.relation, w * tc.betas.video, w * tc.betas.frame)
-            n_src = s_verb.shape[0]
-            if method is Method.SOURCE_ONLY:
-                # No domain term reads the target rows: skip their forward pass (the batches are
-                # still drawn, so the steps per epoch equal the reference's zipped loaders).
-                inputs = _to_device(s_in, device)
-            else:
-                inputs = _to_device({k: torch.cat([s_in[k], t_in[k]]) for k in s_in}, device)
-            s_verb, s_noun = s_verb.to(device), s_noun.to(device)
-            out = net(inputs, betas)
-            # The late-fusion methods share the M3EM model's loss weights, so the ablations differ
-            # from m3em only in SMR/CMC.
-            lam_y, lam_d = (mcfg.lambda_y, mcfg.lambda_d) if method.late_fusion else (1.0, 1.0)
-            terms = compute_losses(out, n_src, s_verb, s_noun, gamma=tc.gamma, lambda_y=lam_y, lambda_d=lam_d)
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            steps += 1
-            global_step += 1
-            if not torch.isfinite(terms.total):
-                raise TrainingError(f"epoch {epoch} step {i}: the loss is {terms.total.item()}")
-            sums["loss"] += terms.total.item()
-            sums["loss_y"] += terms.classification.item()
-            sums["loss_adv"] += terms.adversarial.item()
-            sums["loss_ent"] += terms.entropy.item()
-            sums["domain_acc"] += terms.domain_accuracy
-            src_logits.append((out.verb[:n_src].detach().cpu(), out.noun[:n_src].detach().cpu()))
-            src_labels.append((s_verb.cpu(), s_noun.cpu()))
-            bar.set_postfix(loss=f"{terms.total.item():.3f}")
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        sv, sn, sa = top1(torch.cat([a for a, _ in src_logits]), torch.cat([b for _, b in src_logits]),
-                          torch.cat([a for a, _ in src_labels]), torch.cat([b for _, b in src_labels]))
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "steps": steps, **{k: v / max(steps, 1) for k, v in sums.items()},
-                               "source_verb_top1": sv, "source_noun_top1": sn, "source_action_top1": sa}
-        if method is Method.SOURCE_ONLY:
-            row["domain_acc"] = float("nan")
-        if val is not None and rank == 0:
-            idx, v_logits, n_logits = predict_logits(model, val, tc.batch_size_eval, device, tc.num_workers)
-            idx_t = torch.as_tensor(idx, dtype=torch.long)
-            row["target_val_verb_top1"], row["target_val_noun_top1"], row["target_val_action_top1"] = top1(
-                v_logits, n_logits, torch.tensor(val.verb)[idx_t], torch.tensor(val.noun)[idx_t])
-        if rank == 0:
-            # On target-val when it is evaluated each epoch, else on the source training clips.
-            row.update(m3em_instruments(model, val if val is not None else source, tc.batch_size_eval, device,
-                                        tc.num_workers))
-        row["seconds"] = time.time() - t0
-        rows.append(row)
-        if rank == 0:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "global_step": global_step,
-                "rng": rng_state(),
-                "model_name": model_name,
-                "method": method.value,
-                "architecture": arch_desc,
-                "config": resolved,
-                "git_revision": revision,
-                "metrics": [dict(r) for r in rows],
-            })
-            _write_metrics(metrics_path, rows)
-            if progress:
-                tqdm.write(f"{model_name}/{method.value} epoch {epoch}: " + ", ".join(
+        for epoch in range(start_epoch, tc.epochs + 1):
+            t0 = time.time()
+            row = train_one_epoch(net, params, optimizer, data.source, data.target, epoch=epoch,
+                                  steps_per_epoch=steps_per_epoch, method=method, mcfg=mcfg, tc=tc, ctx=ctx,
+                                  desc=f"{model_name}/{method.value} epoch {epoch}", progress=progress and ctx.is_main)
+            global_step += row["steps"]
+            scheduler.step()
+            if ctx.is_main:
+                row.update(evaluate(model, data.val, data.source, tc, ctx.device))
+            row["seconds"] = time.time() - t0
+            rows.append(row)
+            if ctx.is_main:
+                save_training_checkpoint(ckpt_path, {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "rng": rng_state(),
+                    "model_name": model_name,
+                    "method": method.value,
+                    "architecture": arch_desc,
+                    "config": record,
+                    "git_revision": revision,
+                    "metrics": [dict(r) for r in rows],
+                })
+                write_training_metrics(metrics_path, rows)
+                log.info("%s/%s epoch %d: %s", model_name, method.value, epoch, ", ".join(
                     f"{k}={row[k]:.4g}" for k in ("loss", "domain_acc", "source_verb_top1", "target_val_verb_top1") if k in row))
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < tc.epochs:
-            return ckpt_path
-    if rank == 0:
-        if not ckpt_path.exists():
-            raise TrainingError(f"{ckpt_path}: no epoch was trained (train.epochs = {tc.epochs})")
-        data = load_checkpoint(ckpt_path)
-        save_checkpoint(final_path, {k: v for k, v in data.items() if k != "format"})
-    if dist.is_initialized():
-        dist.barrier()
+            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < tc.epochs:
+                if ctx.is_main:
+                    log.info("stopped after epoch %d: %s (continue with --resume)", epoch, ckpt_path)
+                return ckpt_path
+        if ctx.is_main:
+            write_final_model(ckpt_path, final_path)
+        barrier(ctx)
     return final_path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, required=True, help="config.yaml (models:, train:, data:, inputs:)")
+    p.add_argument("--config", type=Path, required=True, help="config.yaml (models:, train:, features:, data:, inputs:)")
     p.add_argument("--model", required=True, help="model name, a key of models: (A, B, C, D)")
     p.add_argument("--method", required=True, choices=[m.value for m in Method], help=" | ".join(m.value for m in Method))
     p.add_argument("--out-dir", type=Path, required=True, help="run directory (checkpoint.pt, metrics.csv, model.pt)")
@@ -622,19 +687,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt if it exists")
     p.add_argument("--stop-after-epoch", type=int, default=None, help="stop after this epoch (resume later)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        path = run_training(cfg, args.model, args.method, args.out_dir, max_steps=args.max_steps, resume=args.resume,
-                            stop_after_epoch=args.stop_after_epoch, progress=not args.no_progress)
-    except (ConfigError, FeatureDataError, CheckpointError, TrainingError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    print(path)
-    return 0
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, TrainJobConfig)
+    run_training(job, args.model, args.method, args.out_dir, max_steps=args.max_steps, resume=args.resume,
+                 stop_after_epoch=args.stop_after_epoch, progress=not args.no_progress)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.train", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def tiny_config(root: Path) -> dict:
         m["smr_reduction"] = 4
         m["cmc_latent_channels"] = 8
         m["cmc_scales"] = 1
-    cfg["train"].update(features_dir=str(root / "features"), epochs=2, batch_size_source=4, batch_size_target=6,
-                        batch_size_eval=8, num_workers=0, device="cpu", lr=0.01)
+    cfg["features"].update(features_dir=str(root / "features"), positions=P)
+    cfg["train"].update(epochs=2, batch_size_source=4, batch_size_target=6, batch_size_eval=8, num_workers=0,
+                        device="cpu", lr=0.01)
     validate_config(cfg)
     return cfg

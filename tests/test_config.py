@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from m3em.epic.config import ConfigError, build_dataclass, load_config, validate_config
+from m3em.epic.cli import load_job_config
+from m3em.epic.config import (
+    ConfigError,
+    DataConfig,
+    InputsConfig,
+    build_dataclass,
+    load_config,
+    validate_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,3 +126,24 @@ def test_method_names_and_cmc_options_are_checked() -> None:
     cfg["models"]["A"]["cmc_pooling"] = "normalized"
     with pytest.raises(ConfigError, match=r"models.A.cmc_combine: 'max' is not one of.*\n.*models.A.cmc_pooling"):
         validate_config(cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    data: DataConfig
+    inputs: InputsConfig = InputsConfig()
+
+
+def test_job_config_reads_only_its_sections(tmp_path) -> None:
+    """load_job_config: the sections a job declares, as dataclasses; an empty optional path is unset."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["inputs"]["official_features_dir"] = ""  # the workflow treats "" as unset; so does the dataclass
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    job = load_job_config(path, Job)
+    assert job.data.annotations_dir == Path(cfg["data"]["annotations_dir"])
+    assert job.data.splits.validation == cfg["data"]["splits"]["validation"]
+    assert job.inputs.official_features_dir is None
+    assert job.inputs.official_detections_dir == Path(cfg["inputs"]["official_detections_dir"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_job_config(tmp_path / "missing.yaml", Job)

@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from epic_demo.__main__ import main
-from epic_demo.annotations import format_timestamp
 from epic_demo.encode import Mp4Writer
 from epic_demo.generate import FORMAT, MANIFEST, _remove_stale, expected_outputs, generate_dataset
 from epic_demo.spec import NOUNS, SIZES, VERBS, plan_videos
@@ -23,6 +22,7 @@ from m3em.epic.annotations import (
     OFFICIAL_LABELLED_COLUMNS,
     OFFICIAL_TIMESTAMP_COLUMNS,
     EpicAnnotations,
+    format_timestamp,
     read_annotation_file,
     split_path,
 )
@@ -156,8 +156,8 @@ def test_disabled_demo_is_an_error(tmp_path: Path, capsys) -> None:
     cfg["demo"]["enabled"] = False
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["--config", str(path), "--out-dir", str(tmp_path / "out")]) == 2
-    assert "demo.enabled is false" in capsys.readouterr().err
+    assert main(["--config", str(path), "--out-dir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith(f"python -m epic_demo: error: {path}: demo.enabled is false")
     assert not (tmp_path / "out").exists()
 
 

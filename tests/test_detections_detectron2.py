@@ -10,6 +10,7 @@ ResNet-18 body (an R50 body with random weights and frozen BN overflows, so it d
 from __future__ import annotations
 
 import io
+import re
 import sys
 import tarfile
 
@@ -123,7 +124,7 @@ def _archive(path, n: int) -> None:
             tar.addfile(info, io.BytesIO(buf.tobytes()))
 
 
-def test_detect_cli_writes_a_class_aware_table(tmp_path):
+def test_detect_cli_writes_a_class_aware_table(tmp_path, capsys):
     from extractors.detections import detect
     from extractors.detections.table import read_detection_table
 
@@ -138,18 +139,22 @@ def test_detect_cli_writes_a_class_aware_table(tmp_path):
     config = write_config(tmp_path, detections=det_section, decode={"height": 48})
     _archive(tmp_path / "P02_101.tar", 100)  # the video table's 50 fps * 2 s
     out = tmp_path / "P02_101.parquet"
-    detect.main(["--config", str(config), "--video-id", "P02_101", "--frames-archive", str(tmp_path / "P02_101.tar"),
-                 "--out", str(out)])
+    assert detect.main(["--config", str(config), "--video-id", "P02_101", "--frames-archive",
+                        str(tmp_path / "P02_101.tar"), "--out", str(out)]) == 0
     table = read_detection_table(out, video_id="P02_101", n_frames=100)
     assert table.n_object_classes == N_NOUNS and table.producer["frame_step"] == 40
     assert set(table.boxes["frame"]) <= {1, 41, 81} and len(table.boxes) > 0
     labelled = table.objects()["label"]
     assert (labelled >= -1).all() and (labelled >= 0).any() and (labelled < N_NOUNS).all()
 
-    # An object detector whose class count is not the vocabulary is refused, naming its config.
+    # An object detector whose class count is not the vocabulary is refused, naming its config:
+    # one line on stderr, exit status 1.
     det_section["object_detector"]["config_file"] = str(hand_cfg)
     det_section["object_detector"]["weights"] = str(hand_w)
     config = write_config(tmp_path, detections=det_section, decode={"height": 48})
-    with pytest.raises(backend.DetectorConfigError, match=r"hand\.yaml: MODEL.ROI_HEADS.NUM_CLASSES is 2, but 4"):
-        detect.main(["--config", str(config), "--video-id", "P02_101", "--frames-archive",
-                     str(tmp_path / "P02_101.tar"), "--out", str(out)])
+    capsys.readouterr()
+    assert detect.main(["--config", str(config), "--video-id", "P02_101", "--frames-archive",
+                        str(tmp_path / "P02_101.tar"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m extractors.detections.detect: error: ") and err.count("\n") == 1, err
+    assert re.search(r"hand\.yaml: MODEL.ROI_HEADS.NUM_CLASSES is 2, but 4", err), err

@@ -74,7 +74,7 @@ def test_cli_writes_object_stream(tmp_path, capsys):
     det = tmp_path / "P02_101.parquet"
     write_detection_table(det, _boxes(rows), video_id="P02_101", n_frames=100, n_object_classes=N_NOUNS)
     out = tmp_path / "features" / "object" / "P02_101.safetensors"
-    of.main(["--config", str(config), "--video-id", "P02_101", "--detections", str(det), "--out", str(out)])
+    assert of.main(["--config", str(config), "--video-id", "P02_101", "--detections", str(det), "--out", str(out)]) == 0
     ff = FeatureFile(out)
     segs = sorted((s, n, e) for n, v, _, s, e in SEGMENTS if v == "P02_101")
     assert ff.stream == "object" and ff.video_id == "P02_101"
@@ -90,8 +90,11 @@ def test_cli_writes_object_stream(tmp_path, capsys):
     agn = tmp_path / "agn.parquet"
     write_detection_table(agn, _boxes([(1, "object", 0.5, -1, -1)]), video_id="P02_101", n_frames=100,
                           n_object_classes=0)
-    with pytest.raises(DetectionFileError, match=r"agn\.parquet"):
-        of.main(["--config", str(config), "--video-id", "P02_101", "--detections", str(agn), "--out", str(out)])
+    capsys.readouterr()
+    assert of.main(["--config", str(config), "--video-id", "P02_101", "--detections", str(agn), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m extractors.detections.object_features: error: {agn}: object features mode "
+                          "class_scores needs objects labelled") and err.count("\n") == 1
 
 
 def test_video_without_segments_gives_empty_features(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,33 +108,40 @@ def test_reader_checks_video_frames_and_corruption(tmp_path):
         read_detection_table(tmp_path / "other.parquet")
 
 
-def test_convert_cli_checks_video_table(tmp_path, capsys):
+def test_convert_cli_checks_video_table(tmp_path, capsys, caplog):
     config = write_config(tmp_path)
     pkl = tmp_path / "P02_101.pkl"
     write_official_detections(pkl, "P02_101", _frames(100))  # video table: 50 fps * 2 s
     out = tmp_path / "P02_101.parquet"
-    convert.main(["--config", str(config), "--video-id", "P02_101", "--input", str(pkl), "--out", str(out)])
+    with caplog.at_level(logging.INFO):
+        assert convert.main(["--config", str(config), "--video-id", "P02_101", "--input", str(pkl),
+                             "--out", str(out)]) == 0
     table = read_detection_table(out, video_id="P02_101", n_frames=100)
     assert table.producer["source"] == "official-epic-100-hand-object"
     assert len(table.boxes) == len(boxes_from_frames(_frames(100)))
-    assert "100 frames" in capsys.readouterr().out
+    assert "100 frames" in caplog.text
+
+    def error(*args: str) -> str:
+        """The one stderr line of a refused conversion (exit status 1)."""
+        capsys.readouterr()
+        assert convert.main(["--config", str(config), "--out", str(out), *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("python -m extractors.detections.convert: error: ") and err.count("\n") == 1, err
+        return err
 
     # Wrong frame count against the video table, and against an explicit --n-frames.
     short = tmp_path / "short.pkl"
     write_official_detections(short, "P02_101", _frames(90))
-    with pytest.raises(DetectionFileError, match=r"short\.pkl: holds 90 frames, but the video table gives"):
-        convert.main(["--config", str(config), "--video-id", "P02_101", "--input", str(short), "--out", str(out)])
-    with pytest.raises(DetectionFileError, match=r"short\.pkl: holds 90 frames, but the video has 91"):
-        convert.main(["--config", str(config), "--video-id", "P02_101", "--input", str(short), "--out", str(out),
-                      "--n-frames", "91"])
+    assert f"{short}: holds 90 frames, but the video table gives" in error("--video-id", "P02_101", "--input", str(short))
+    assert f"{short}: holds 90 frames, but the video has 91" in error("--video-id", "P02_101", "--input", str(short),
+                                                                       "--n-frames", "91")
     # A file of another video.
-    with pytest.raises(DetectionFileError, match=r"P02_101\.pkl: frame 1 is for video 'P02_101', expected 'P01_01'"):
-        convert.main(["--config", str(config), "--video-id", "P01_01", "--input", str(pkl), "--out", str(out)])
+    assert f"{pkl}: frame 1 is for video 'P02_101', expected 'P01_01'" in error("--video-id", "P01_01",
+                                                                                "--input", str(pkl))
     # A corrupt pickle.
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"garbage")
-    with pytest.raises(DetectionFileError, match=r"bad\.pkl"):
-        convert.main(["--config", str(config), "--video-id", "P02_101", "--input", str(bad), "--out", str(out)])
+    assert f"{bad}: " in error("--video-id", "P02_101", "--input", str(bad))
     # The earlier good output is untouched by the failed runs.
     assert read_detection_table(out).n_frames == 100
 

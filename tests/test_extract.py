@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import torch
@@ -93,25 +91,27 @@ def test_i3d_streams_and_short_segment(setup):
     assert torch.allclose(torch.from_numpy(ff[row].astype(np.float32)), ref, rtol=2e-3, atol=2e-3)
 
 
-def test_bad_requests_are_errors(setup, tmp_path, caplog):
+def test_bad_requests_are_errors(setup, tmp_path, capsys):
     root, paths, cfg, _, _ = setup
-    with caplog.at_level(logging.ERROR):
-        assert extract.main(_args(setup, "tbn.pt", ["tbn_rgb", "i3d_rgb"], frames="frames")) == 1
-        assert "need a i3d checkpoint" in caplog.text
-        assert extract.main(_args(setup, ["tbn.pt", "tbn.pt"], ["tbn_rgb"], frames="frames")) == 1
-        assert "two tbn checkpoints given" in caplog.text
-        assert extract.main(_args(setup, "tbn.pt", ["tbn_flow"], [tmp_path / "x.safetensors"])) == 1
-        assert "need --flow" in caplog.text
-        assert extract.main(_args(setup, "i3d.pt", ["tbn_rgb"], [tmp_path / "y.safetensors"], frames="frames")) == 1
-        assert "cannot extract" in caplog.text
+
+    def error(args: list[str]) -> str:
+        """The one stderr line of a refused request (exit status 1)."""
+        capsys.readouterr()
+        assert extract.main(args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("python -m extractors.extract: error: ") and err.count("\n") == 1, err
+        return err
+
+    assert "need a i3d checkpoint" in error(_args(setup, "tbn.pt", ["tbn_rgb", "i3d_rgb"], frames="frames"))
+    assert "two tbn checkpoints given" in error(_args(setup, ["tbn.pt", "tbn.pt"], ["tbn_rgb"], frames="frames"))
+    assert "need --flow" in error(_args(setup, "tbn.pt", ["tbn_flow"], [tmp_path / "x.safetensors"]))
+    assert "cannot extract" in error(_args(setup, "i3d.pt", ["tbn_rgb"], [tmp_path / "y.safetensors"], frames="frames"))
     assert not (tmp_path / "x.safetensors").exists()
     if not torch.cuda.is_available():
         cfg2 = write_config(tmp_path, paths, features={"device": "cuda"})
         args = _args(setup, "tbn.pt", ["tbn_rgb"], [tmp_path / "z.safetensors"], frames="frames")
         args[1] = str(cfg2)
-        with caplog.at_level(logging.ERROR):
-            assert extract.main(args) == 1
-        assert "CUDA is not available" in caplog.text
+        assert "CUDA is not available" in error(args)
 
 
 @pytest.mark.slow  # four extractions, two of them I3D (~25 s idle)

@@ -13,13 +13,19 @@ from extractors import finetune
 from extractors.backbones.weights import read_checkpoint
 
 
+def _files(paths):
+    """The input flags the workflow gives (finetune_flags): the frame archive, the video (sound
+    track) and the flow archive of every source_train video."""
+    return ["--frames", str(paths["frames"]), "--video", str(paths["audio"]), "--flow", str(paths["flow"])]
+
+
 @pytest.fixture(scope="module")
 def tbn_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     paths = write_dataset(root)
     cfg = write_config(root, paths)
     out = root / "finetune" / "tbn" / "checkpoint.pt"
-    assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(out)]) == 0
+    assert finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "tbn", "--out", str(out)]) == 0
     return root, paths, cfg, out
 
 
@@ -42,13 +48,20 @@ def test_tbn_finetune_writes_checkpoint_metrics_and_last(tbn_run):
     assert not list(out.parent.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
-def test_partial_bn_on_random_weights_is_an_error(tbn_run, tmp_path, caplog):
+def _error_line(capsys) -> str:
+    """The one stderr line of a bad input (m3em.epic.cli.run_entry_point)."""
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("python -m extractors.finetune: error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_partial_bn_on_random_weights_is_an_error(tbn_run, tmp_path, capsys):
     _, paths, _, _ = tbn_run
     cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1, "partial_bn": True}})
-    with caplog.at_level(logging.ERROR):
-        rc = finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "p" / "c.pt")])
+    rc = finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "p" / "c.pt")])
     assert rc == 1
-    assert "finetune.tbn.partial_bn" in caplog.text and "pretrained weights" in caplog.text
+    line = _error_line(capsys)
+    assert "finetune.tbn.partial_bn" in line and "pretrained weights" in line
 
 
 def test_partial_bn_freezes_all_but_first_bn(tbn_run, tmp_path):
@@ -56,7 +69,7 @@ def test_partial_bn_freezes_all_but_first_bn(tbn_run, tmp_path):
     init = read_checkpoint(out)["state_dict"]
     cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1, "partial_bn": True}})
     new = tmp_path / "p" / "c.pt"
-    assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(new), "--init", str(out)]) == 0
+    assert finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "tbn", "--out", str(new), "--init", str(out)]) == 0
     sd = read_checkpoint(new)["state_dict"]
     # A frozen BN keeps its initial affine and statistics; the first BN of each stream trains.
     for key in ("rgb.inception_5b_1x1_bn.weight", "rgb.inception_5b_1x1_bn.running_var"):
@@ -68,7 +81,7 @@ def test_random_init_is_warned(tbn_run, tmp_path, caplog):
     _, paths, _, _ = tbn_run
     cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1}, "bn_recalibration_segments": 0})
     with caplog.at_level(logging.WARNING):
-        assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "w" / "c.pt")]) == 0
+        assert finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "w" / "c.pt")]) == 0
     assert "RANDOM weights" in caplog.text
     assert read_checkpoint(tmp_path / "w" / "c.pt")["meta"]["bn_recalibration_segments"] == 0
 
@@ -137,45 +150,60 @@ def test_collapse_measure_detects_frozen_random_batchnorm():
 def test_resume_continues_after_the_last_epoch(tbn_run, tmp_path):
     root, paths, _, out = tbn_run
     cfg = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 3}})
-    assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(out), "--resume"]) == 0
+    assert finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "tbn", "--out", str(out), "--resume"]) == 0
     rows = _metrics(out.parent / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert read_checkpoint(out)["meta"]["epoch"] == 3
 
 
-def test_init_from_checkpoint_and_bad_init_names_keys(tbn_run, tmp_path, caplog):
+def test_init_from_checkpoint_and_bad_init_names_keys(tbn_run, tmp_path, capsys):
     root, paths, cfg, out = tbn_run
     ck = read_checkpoint(out)
     bad = dict(ck["state_dict"])
     del bad["flow.inception_3a_1x1.weight"]
     torch.save({"state_dict": bad}, tmp_path / "bad.pt")
     cfg1 = write_config(tmp_path, paths, finetune={"tbn": {"epochs": 1}})
-    with caplog.at_level(logging.ERROR):
-        rc = finetune.main(["--config", str(cfg1), "--backbone", "tbn", "--out", str(tmp_path / "x" / "c.pt"),
-                            "--init", str(tmp_path / "bad.pt")])
+    rc = finetune.main([*_files(paths), "--config", str(cfg1), "--backbone", "tbn", "--out", str(tmp_path / "x" / "c.pt"),
+                        "--init", str(tmp_path / "bad.pt")])
     assert rc == 1
-    assert "flow.inception_3a_1x1.weight" in caplog.text
-    assert finetune.main(["--config", str(cfg1), "--backbone", "tbn", "--out", str(tmp_path / "y" / "c.pt"),
+    assert "flow.inception_3a_1x1.weight" in _error_line(capsys)
+    assert finetune.main([*_files(paths), "--config", str(cfg1), "--backbone", "tbn", "--out", str(tmp_path / "y" / "c.pt"),
                           "--init", str(out)]) == 0
 
 
-def test_resume_without_state_and_missing_gpu_are_errors(tbn_run, tmp_path, caplog):
+def test_resume_without_state_and_missing_gpu_are_errors(tbn_run, tmp_path, capsys):
     _, paths, cfg, _ = tbn_run
-    with caplog.at_level(logging.ERROR):
-        assert finetune.main(["--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "a.pt"), "--resume"]) == 1
-    assert "no checkpoint to resume from" in caplog.text
+    assert finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "tbn", "--out", str(tmp_path / "a.pt"),
+                          "--resume"]) == 1
+    assert "no checkpoint to resume from" in _error_line(capsys)
     if not torch.cuda.is_available():
         cfg2 = write_config(tmp_path, paths, finetune={"device": "cuda"})
-        with caplog.at_level(logging.ERROR):
-            assert finetune.main(["--config", str(cfg2), "--backbone", "tbn", "--out", str(tmp_path / "b.pt")]) == 1
-        assert "CUDA is not available" in caplog.text
+        assert finetune.main([*_files(paths), "--config", str(cfg2), "--backbone", "tbn", "--out", str(tmp_path / "b.pt")]) == 1
+        assert "finetune.device: 'cuda' requested but CUDA is not available" in _error_line(capsys)
+
+
+def test_missing_or_repeated_input_files_are_named(tbn_run, tmp_path, capsys):
+    """The rule names every video's files; fine-tuning checks them all before building anything."""
+    _, paths, cfg, _ = tbn_run
+    out = tmp_path / "m" / "c.pt"
+    # No flow archive for the source video.
+    args = ["--config", str(cfg), "--backbone", "tbn", "--out", str(out)]
+    assert finetune.main(["--frames", str(paths["frames"]), "--video", str(paths["audio"]), *args]) == 1
+    assert "P01_01 (no --flow archive)" in _error_line(capsys)
+    # TBN with audio reads the video's sound track: a frame archive alone is not enough.
+    assert finetune.main(["--frames", str(paths["frames"]), "--flow", str(paths["flow"]), *args]) == 1
+    assert "P01_01 (no --video for the sound track" in _error_line(capsys)
+    # One video given twice.
+    assert finetune.main([*_files(paths), "--flow", str(paths["flow"]), *args]) == 1
+    assert "--flow gives video P01_01 twice" in _error_line(capsys)
+    assert not out.parent.exists()
 
 
 def test_i3d_finetune(tbn_run, tmp_path):
     _, paths, _, _ = tbn_run
     cfg = write_config(tmp_path, paths)
     out = tmp_path / "finetune" / "i3d" / "checkpoint.pt"
-    assert finetune.main(["--config", str(cfg), "--backbone", "i3d", "--out", str(out)]) == 0
+    assert finetune.main([*_files(paths), "--config", str(cfg), "--backbone", "i3d", "--out", str(out)]) == 0
     ck = read_checkpoint(out)
     assert ck["meta"]["backbone"] == "i3d" and ck["meta"]["clip_length"] == 8
     assert ck["state_dict"]["flow.Conv3d_1a_7x7.conv3d.weight"].shape == (64, 2, 7, 7, 7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import tarfile
@@ -67,9 +68,10 @@ def moving_video(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (2, 2)])
-def test_cli_video_to_archive(tmp_path, moving_video, stride, dilation, capsys):
+def test_cli_video_to_archive(tmp_path, moving_video, stride, dilation, capsys, caplog):
     cfg = write_config(tmp_path, height=64, flow={"stride": stride, "dilation": dilation})
     out = tmp_path / "flow" / "moving.tar"
+    caplog.set_level(logging.INFO)
     rc = main(["--config", str(cfg), "--video-id", "moving", "--video", str(moving_video), "--out", str(out),
                "--fps", "50", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
@@ -82,7 +84,7 @@ def test_cli_video_to_archive(tmp_path, moving_video, stride, dilation, capsys):
     assert np.median(inner[..., 0]) == pytest.approx(dilation, abs=0.15)
     assert np.median(inner[..., 1]) == pytest.approx(0.0, abs=0.15)
     assert sorted(p.name for p in out.parent.iterdir()) == ["moving.tar"]
-    assert "flow frames" in capsys.readouterr().err
+    assert "flow frames" in caplog.text
 
 
 def test_cli_reads_official_frame_archive(tmp_path, moving_video):
@@ -130,7 +132,9 @@ def test_cli_bad_inputs_leave_no_output(tmp_path, moving_video, capsys):
                    "--no-progress"])
         assert rc == 1
         assert list(out_dir.iterdir()) == []  # no archive, no temporary file
-        return capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("python -m extractors.flow: error: ") and err.count("\n") == 1, err
+        return err
 
     assert "missing.mp4: video file not found" in run("--video", str(tmp_path / "missing.mp4"))
     cut = tmp_path / "cut.mp4"

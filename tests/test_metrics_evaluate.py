@@ -91,7 +91,7 @@ def test_evaluate_cli_known_accuracies(tmp_path, cfg_path, epic_slice):
                        "target_val", "--out", str(tmp_path / "x.json")])
 
 
-def test_evaluate_refuses_mismatched_ids(tmp_path, cfg_path, epic_slice):
+def test_evaluate_refuses_mismatched_ids(tmp_path, cfg_path, epic_slice, capsys):
     labels = EpicAnnotations.open(epic_slice).split("target_val")
     verb, noun = _known_scores(labels, 1, 1)
     ids = labels["narration_id"].tolist()
@@ -99,9 +99,18 @@ def test_evaluate_refuses_mismatched_ids(tmp_path, cfg_path, epic_slice):
     scores = read_scores(tmp_path / "s.npz")
     with pytest.raises(ScoreFileError, match=rf"1 narration id\(s\) of the split have no scores, e.g. \['{ids[-1]}'\]"):
         evaluate.evaluate_scores(scores, labels)
-    with pytest.raises(Exception, match="not a labelled split"):
-        evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), "--split", "target_test",
-                       "--out", str(tmp_path / "m.json")])
+    # From the command line: one line on stderr, exit status 1, no metrics file.
+    assert evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), "--split", "target_test",
+                          "--out", str(tmp_path / "m.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m m3em.evaluate: error: --split target_test: not a labelled split")
+    assert err.count("\n") == 1
+    assert evaluate.main(["--config", str(cfg_path), "--scores", str(tmp_path / "s.npz"), "--split", "target_val",
+                          "--out", str(tmp_path / "m.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m m3em.evaluate: error: {tmp_path / 's.npz'}: 1 narration id(s) of the split")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "m.json").exists()
 
 
 def _rec(model, method, v1, split="target_val", name=None):

@@ -15,6 +15,7 @@ from m3em.epic.official_features import (
     export_feature_files,
     load_official_features,
     official_features_path,
+    stored_clip_positions,
 )
 from m3em.epic.safe_pickle import UnsafePickleError
 
@@ -125,7 +126,7 @@ def test_export_to_feature_contract(tmp_path, epic_slice):
     assert rgb.producer["source"] == "official_pooled_features"
 
 
-def test_cli_uses_config_positions(tmp_path, epic_slice):
+def test_cli_keeps_the_p_stored_clips_of_features_positions(tmp_path, epic_slice):
     import yaml
     from workflow_util import REPO as REPO_ROOT
 
@@ -134,7 +135,7 @@ def test_cli_uses_config_positions(tmp_path, epic_slice):
     cfg = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
     cfg["data"]["annotations_dir"] = str(epic_slice)
     cfg["inputs"]["official_features_dir"] = str(tmp_path / "official")
-    cfg["official_features"]["positions"] = [0, 12, 24]
+    cfg["features"]["positions"] = 3  # TSN centres of 3 chunks of the 25 stored clips: 4, 12, 20
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     ids = EpicAnnotations.open(epic_slice).split("target_test", labelled=False)["narration_id"].tolist()
     (tmp_path / "official").mkdir()
@@ -143,4 +144,6 @@ def test_cli_uses_config_positions(tmp_path, epic_slice):
                  "--features-dir", str(tmp_path / "features")]) == 0
     ff = FeatureFile(next((tmp_path / "features" / "tbn_flow").iterdir()))
     assert ff.shape[1:] == (3, 4, 1, 1)
-    np.testing.assert_array_equal(ff.read()[0, :, 0, 0, 0], [0, 12, 24])
+    np.testing.assert_array_equal(ff.read()[0, :, 0, 0, 0], [4, 12, 20])
+    assert stored_clip_positions(5) == (2, 7, 12, 17, 22)  # the official TA3N loader's int(2.5 + 5x)
+    assert stored_clip_positions(25) == tuple(range(25))

@@ -45,7 +45,7 @@ def test_cli_writes_object_stream_at_the_segment_positions(tmp_path):
     db = _write_lmdb(tmp_path / "obj", {"P02_101": range(1, 61), "P01_01": range(1, 41)})
     for video, fps in (("P02_101", 50.0), ("P01_01", 60.0)):
         out = tmp_path / "features" / "object" / f"{video}.safetensors"
-        ro.main(["--config", str(config), "--video-id", video, "--lmdb", str(db), "--out", str(out)])
+        assert ro.main(["--config", str(config), "--video-id", video, "--lmdb", str(db), "--out", str(out)]) == 0
         ff = FeatureFile(out)
         segs = sorted((s, n, e) for n, v, _, s, e in SEGMENTS if v == video)
         assert ff.narration_ids == [n for _, n, _ in segs] and ff.shape == (len(segs), 5, 352)

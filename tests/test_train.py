@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import pickle
 
 import numpy as np
@@ -14,12 +15,28 @@ from _m3em_fixtures import VIDEOS, write_dataset
 
 from m3em.checkpoint import CheckpointError, load_checkpoint
 from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.config import ConfigError
+from m3em.epic.config import ConfigError, build_dataclass, validate_config
 from m3em.epic.scores import read_scores
 from m3em.predict import main as predict_main
-from m3em.predict import run_prediction
+from m3em.predict import run_prediction as _run_prediction
 from m3em.runtime import DeviceError
-from m3em.train import INSTRUMENT_COLUMNS, METRIC_COLUMNS, TrainingError, main, run_training
+from m3em.train import INSTRUMENT_COLUMNS, METRIC_COLUMNS, TrainingError, TrainJobConfig, main
+from m3em.train import run_training as _run_training
+
+
+def job(cfg: dict) -> TrainJobConfig:
+    """The job config the CLI builds from ``cfg`` (validated, then the sections it reads)."""
+    validate_config(cfg)
+    names = [f.name for f in dataclasses.fields(TrainJobConfig)]
+    return build_dataclass(TrainJobConfig, {n: cfg[n] for n in names if n in cfg}, "config")
+
+
+def run_training(cfg: dict, *args, **kwargs):
+    return _run_training(job(cfg), *args, **kwargs)
+
+
+def run_prediction(cfg: dict, *args, **kwargs):
+    return _run_prediction(job(cfg), *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +171,7 @@ def test_official_pooled_features_train_ta3n_and_m3em(tiny, tmp_path):
     cfg = copy.deepcopy(cfg)
     cfg["inputs"]["official_features_dir"] = str(off)
     cfg["train"]["epochs"] = 1
-    cfg["train"]["features_dir"] = str(tmp_path / "nothing_here")
+    cfg["features"]["features_dir"] = str(tmp_path / "nothing_here")
     for method in ("ta3n", "m3em"):
         ckpt = run_training(cfg, "A", method, tmp_path / method, progress=False)
         data = load_checkpoint(ckpt)
@@ -188,13 +205,25 @@ def test_cli_reports_errors_with_exit_code(tiny, tmp_path, capsys):
     import yaml
 
     bad = copy.deepcopy(cfg)
-    bad["train"]["features_dir"] = str(tmp_path / "missing")
+    bad["features"]["features_dir"] = str(tmp_path / "missing")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(bad))
     rc = main(["--config", str(path), "--model", "A", "--method", "m3em", "--out-dir", str(tmp_path / "o"),
                "--no-progress"])
-    assert rc == 2
-    assert "feature file not found" in capsys.readouterr().err
+    assert rc == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one line, naming the file
+    assert line.startswith("python -m m3em.train: error: ") and "feature file not found" in line
+    assert str(tmp_path / "missing") in line
+    # A config key that no longer exists is an error naming it (P and the directory are features:'s).
+    bad = copy.deepcopy(cfg)
+    bad["train"]["positions"] = 5
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["--config", str(path), "--model", "A", "--method", "m3em", "--out-dir", str(tmp_path / "o")]) == 1
+    assert "train: unknown key(s) ['positions']" in capsys.readouterr().err
+    bad = copy.deepcopy(cfg)
+    bad["features"]["positions"] = 1
+    with pytest.raises(ConfigError, match="features.positions: TRN-m needs at least 2"):
+        run_training(bad, "A", "m3em", tmp_path / "p1", progress=False)
 
 
 def test_feature_statistics_are_per_channel_over_segments_positions_and_cells():
@@ -241,18 +270,18 @@ def test_kill_between_checkpoint_and_metrics_loses_no_row(tiny, tmp_path, monkey
     cfg = copy.deepcopy(cfg)
     cfg["train"]["epochs"] = 3
     run_training(cfg, "A", "m3em", tmp_path / "full", progress=False)
-    real = train_mod._write_metrics
+    real = train_mod.write_training_metrics
 
     def dies_at_epoch_2(path, rows):
         if int(rows[-1]["epoch"]) == 2:
             raise KeyboardInterrupt("killed between the checkpoint and metrics.csv")
         real(path, rows)
 
-    monkeypatch.setattr(train_mod, "_write_metrics", dies_at_epoch_2)
+    monkeypatch.setattr(train_mod, "write_training_metrics", dies_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, "A", "m3em", tmp_path / "killed", progress=False)
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
-    monkeypatch.setattr(train_mod, "_write_metrics", real)
+    monkeypatch.setattr(train_mod, "write_training_metrics", real)
     run_training(cfg, "A", "m3em", tmp_path / "killed", resume=True, progress=False)
 
     def table(run):

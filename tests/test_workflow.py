@@ -119,6 +119,23 @@ def test_inconsistent_config_is_reported(tmp_path):
     assert "ensemble.combinations A+B+C: member(s) ['C'] not in workflow.models" in output(proc)
 
 
+def test_a_new_model_is_one_models_entry(tmp_path):
+    """config.yaml: any upper-case key of models: is a model once workflow.models names it."""
+    cfg = demo_config(**{"workflow.models": ["A", "Audio"], "workflow.methods": ["source_only"],
+                         "ensemble.combinations": [{"name": "A+Audio", "members": ["A", "Audio"], "weights": [1, 1]}],
+                         "submission.ensemble": "A+Audio", "workflow.ensemble_method": "source_only"})
+    cfg["models"]["Audio"] = {"modalities": {"audio": {"stream": "tbn_audio", "channels": 1024}},
+                              "branches": [{"name": "audio", "modalities": ["audio"], "weight": 1.0}],
+                              "consensus_pair": None, "methods": ["source_only"]}
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", "all", check=True)
+    assert job_counts(proc)["train_run"] == 2
+    cfg["workflow"]["models"] = ["A", "Zz"]
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", "all")
+    assert proc.returncode != 0 and "workflow.models ['Zz']: no such entry in models:" in output(proc)
+
+
 def test_missing_videos_are_listed_before_any_job(tmp_path):
     """Own data (demo off): every video of the used splits is checked, all missing paths listed."""
     cfg = demo_config(**{"demo.enabled": False, "data.annotations_dir": str(EPIC_SLICE),

@@ -96,7 +96,7 @@ def test_stage_costs_sums_time_and_takes_peak_memory(tmp_path):
         stage_costs(tmp_path)
 
 
-def test_report_end_to_end(tmp_path, epic_slice):
+def test_report_end_to_end(tmp_path, epic_slice, capsys):
     ann = EpicAnnotations.open(epic_slice)
     val = ann.split("target_val")
     n = len(val)
@@ -127,9 +127,9 @@ def test_report_end_to_end(tmp_path, epic_slice):
 
     out = tmp_path / "report.md"
     figures = tmp_path / "report"
-    main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
-          "--class-scores", str(scores), "--class-split", "target_val", "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures),
-          "--out", str(out)])
+    assert main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
+                 "--class-scores", str(scores), "--class-split", "target_val", "--benchmarks", str(tmp_path / "bench"),
+                 "--figures", str(figures), "--out", str(out)]) == 0
     text = out.read_text()
     assert "Table 1: single models" in text and "Table 2: ensembles" in text
     assert "| A | Source-only | 40.00 [30.0, 50.0] |" in text and "| A | TA3N + M3EM | 55.50 [45.5, 65.5] |" in text
@@ -146,12 +146,16 @@ def test_report_end_to_end(tmp_path, epic_slice):
         assert (figures / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](report/{png})" in text
 
-    # A training CSV without an epoch column, or without loss_y, is an error naming the file.
+    # A training CSV without an epoch column, or without loss_y, is an error naming the file: one
+    # line on stderr and exit status 1.
+    capsys.readouterr()
     pd.DataFrame({"loss": [1.0]}).to_csv(train_csv, index=False)
-    with pytest.raises(ReportError, match="metrics.csv: no 'epoch' column"):
-        main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
-              "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures), "--out", str(out)])
+    assert main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
+                 "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"python -m m3em.report: error: {train_csv}: no 'epoch' column "
+                                       "(have ['loss'])\n")
     pd.DataFrame({"epoch": [1], "loss": [1.0]}).to_csv(train_csv, index=False)
-    with pytest.raises(ReportError, match="metrics.csv: no 'loss_y' column"):
-        main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
-              "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures), "--out", str(out)])
+    assert main(["--config", str(cfg), "--metrics", *map(str, metrics), "--train-metrics", str(train_csv),
+                 "--benchmarks", str(tmp_path / "bench"), "--figures", str(figures), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"python -m m3em.report: error: {train_csv}: no 'loss_y' column "
+                                       "(have ['epoch', 'loss'])\n")

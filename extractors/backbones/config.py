@@ -1,4 +1,5 @@
-"""Frozen dataclasses of the ``backbones:``, ``finetune:`` and ``features:`` config sections.
+"""Frozen dataclasses of the ``backbones:`` and ``finetune:`` config sections (``features:`` is
+:class:`m3em.epic.features.FeaturesConfig`: the trainer reads it too).
 
 Built at the entry points with ``build_dataclass(BackbonesConfig, cfg["backbones"], "backbones")``;
 every field is documented next to its key in ``config.yaml``.
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-from m3em.epic.streams import EXTRACTED_STREAMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,19 +73,3 @@ class FinetuneConfig:
     tbn: Recipe = Recipe()
     i3d: Recipe = Recipe(epochs=40, batch_size=16, num_segments=1, flow_lr=None, lr_steps=(20, 30),
                          weight_decay=1e-7, partial_bn=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class FeaturesConfig:
-    """``features``: where and how the per-video feature files are extracted."""
-
-    features_dir: Path = Path("results/features")
-    positions: int = 5
-    batch_size: int = 512
-    device: str = "cuda"
-    num_workers: int = 8
-    autocast: str = "bf16"
-    channels_last: bool = True
-    streams: tuple[str, ...] = EXTRACTED_STREAMS
-
-

@@ -94,12 +94,3 @@ class CropsConfig:
             raise ValueError(f"crops.margin must be >= 0, got {self.margin}")
         if self.smoothing_window < 1 or self.borrow_window < 0:
             raise ValueError("crops.smoothing_window must be >= 1 and crops.borrow_window >= 0")
-
-
-def section(cfg: dict, name: str, source: str | Path) -> dict:
-    """One validated config section; a missing section is an error (no silent defaults)."""
-    from m3em.epic.config import ConfigError
-
-    if name not in cfg:
-        raise ConfigError(f"{source}: section {name!r} missing (see config.yaml of the repository)")
-    return cfg[name]

@@ -13,13 +13,21 @@ gets ``label = -1`` and ``n_object_classes = 0``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from extractors.detections.config import DetectionsConfig, section
+from extractors.detections.cli import open_annotations, run_video_command, video_parser
+from extractors.detections.config import DetectionsConfig
 from extractors.detections.official import DetectionFileError, read_official_columns
 from extractors.detections.table import DetectionTable, boxes_from_official, write_detection_table
-from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.cli import load_job_config
+from m3em.epic.config import DataConfig
+
+log = logging.getLogger("extractors.detections.convert")
+#: The module run by ``python -m`` (``__name__`` is then ``__main__``).
+COMMAND = "extractors.detections.convert"
 
 
 def check_frame_count(path: Path, n_found: int, *, fps: float, duration: float, tolerance: float) -> None:
@@ -60,28 +68,41 @@ def convert_official(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--video-id", required=True)
+@dataclasses.dataclass(frozen=True)
+class ConvertJobConfig:
+    """The config sections ``python -m extractors.detections.convert`` reads."""
+
+    data: DataConfig
+    detections: DetectionsConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = video_parser(COMMAND, __doc__,
+                          config_help="config.yaml (detections.frame_count_tolerance, data.annotations_dir)")
     parser.add_argument("--input", required=True, type=Path, help="official <video_id>.pkl")
     parser.add_argument("--out", required=True, type=Path, help="detection table (.parquet)")
     parser.add_argument("--n-frames", type=int, default=None,
                         help="exact RGB frame count of the video (default: check fps*duration of the video table)")
-    args = parser.parse_args(argv)
-    raw = load_config(args.config)
-    cfg = build_dataclass(DetectionsConfig, section(raw, "detections", args.config), "detections")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, ConvertJobConfig)
     if args.n_frames is not None:
         table = convert_official(args.input, args.out, video_id=args.video_id, n_frames=args.n_frames)
     else:
-        ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
+        ann = open_annotations(job.data)
         fps = ann.fps(args.video_id)
         duration = float(ann.videos.at[args.video_id, "duration"])
         table = convert_official(args.input, args.out, video_id=args.video_id, fps=fps, duration=duration,
-                                 tolerance=cfg.frame_count_tolerance)
+                                 tolerance=job.detections.frame_count_tolerance)
     n_hands = int((table.boxes["kind"] == "hand").sum())
-    print(f"{args.out}: {table.n_frames} frames, {n_hands} hands, {len(table.boxes) - n_hands} objects")
+    log.info("%s: %d frames, %d hands, %d objects", args.out, table.n_frames, n_hands, len(table.boxes) - n_hands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_video_command(COMMAND, _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,11 +43,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from extractors.detections.cli import run_video_command, video_parser
 from extractors.detections.config import CropsConfig, FlowBox
 from extractors.detections.official import DetectionFileError
 from extractors.detections.table import DetectionTable, read_detection_table
 from m3em.epic.atomic import atomic_output
-from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.cli import load_job_config
+
+log = logging.getLogger("extractors.detections.crops")
+#: The module run by ``python -m`` (``__name__`` is then ``__main__``).
+COMMAND = "extractors.detections.crops"
 
 FORMAT = "m3em-crops/1"
 SOURCES = ("detected", "borrowed", "full")
@@ -272,21 +279,32 @@ def read_crops(path: str | Path, *, video_id: str | None = None, n_frames: int |
     return CropTable(vid, n, boxes, source)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, type=Path, help="config.yaml (uses the crops: section)")
-    parser.add_argument("--video-id", required=True)
+@dataclass(frozen=True)
+class CropsJobConfig:
+    """The config sections ``python -m extractors.detections.crops`` reads."""
+
+    crops: CropsConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = video_parser(COMMAND, __doc__, config_help="config.yaml (uses the crops: section)")
     parser.add_argument("--detections", required=True, type=Path, help="the video's detection table (.parquet)")
     parser.add_argument("--out", required=True, type=Path, help="output crop table (.parquet)")
-    args = parser.parse_args(argv)
-    cfg = build_dataclass(CropsConfig, load_config(args.config)["crops"], "crops")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    cfg = load_job_config(args.config, CropsJobConfig).crops
     table = read_detection_table(args.detections, video_id=args.video_id)
     crops = crops_for_table(table, cfg)
     write_crops(args.out, crops, cfg)
     counts = {s: int((crops.source == s).sum()) for s in SOURCES}
-    print(f"{args.out}: {crops.n_frames} frames, {counts}")
+    log.info("%s: %d frames, %s", args.out, crops.n_frames, counts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_video_command(COMMAND, _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

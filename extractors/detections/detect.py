@@ -12,12 +12,22 @@ numbers are the 1-based annotation frame numbers of every other stage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from extractors.detections.config import DetectionsConfig, section
+from extractors.detections.cli import (
+    object_class_count,
+    open_annotations,
+    run_video_command,
+    video_fps,
+    video_parser,
+)
+from extractors.detections.config import DetectionsConfig
 from extractors.detections.detectron2_backend import (
     Detector,
     build_detector,
@@ -26,10 +36,14 @@ from extractors.detections.detectron2_backend import (
     producer_info,
 )
 from extractors.detections.table import DetectionTable, write_detection_table
-from extractors.video import DecodeConfig, FrameSource, annotation_fps, iter_frame_batches, open_frames
-from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from extractors.video import DecodeConfig, FrameSource, iter_frame_batches, open_frames
+from m3em.epic.cli import load_job_config
+from m3em.epic.config import ConfigError, DataConfig
 from m3em.runtime import resolve_device
+
+log = logging.getLogger("extractors.detections.detect")
+#: The module run by ``python -m`` (``__name__`` is then ``__main__``).
+COMMAND = "extractors.detections.detect"
 
 
 def load_detectors(cfg: DetectionsConfig, n_object_classes: int) -> tuple[Detector | None, Detector | None]:
@@ -74,28 +88,41 @@ def detect_video(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--video-id", required=True)
+@dataclasses.dataclass(frozen=True)
+class DetectJobConfig:
+    """The config sections ``python -m extractors.detections.detect`` reads."""
+
+    data: DataConfig
+    detections: DetectionsConfig
+    decode: DecodeConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = video_parser(COMMAND, __doc__, config_help="config.yaml (detections:, decode:, data.annotations_dir)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", type=Path, help="the raw video file")
     src.add_argument("--frames-archive", type=Path, help="an official frame archive (tar of frame_%%010d.jpg)")
     parser.add_argument("--out", required=True, type=Path, help="detection table (.parquet)")
-    args = parser.parse_args(argv)
-    raw = load_config(args.config)
-    cfg = build_dataclass(DetectionsConfig, section(raw, "detections", args.config), "detections")
-    decode = build_dataclass(DecodeConfig, section(raw, "decode", args.config), "decode")
-    ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
-    n_object_classes = len(ann.nouns) if cfg.object_classes == "nouns" else int(cfg.object_classes)
-    fps = annotation_fps(args.video_id, ann.fps(args.video_id), decode.annotation_fps)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, DetectJobConfig)
+    cfg, decode = job.detections, job.decode
+    ann = open_annotations(job.data)
+    n_object_classes = object_class_count(cfg, ann)
+    fps = video_fps(ann, args.video_id, decode)
     source = open_frames(args.video_id, fps=fps, height=decode.height, video_path=args.video,
                          frames_archive=args.frames_archive, threads=decode.threads)
     hand, objects = load_detectors(cfg, n_object_classes)
     table = detect_video(source, args.out, cfg, hand=hand, objects=objects, n_object_classes=n_object_classes)
     n_hands = int((table.boxes["kind"] == "hand").sum())
-    print(f"{args.out}: {table.n_frames} frames, {n_hands} hands, {len(table.boxes) - n_hands} objects")
+    log.info("%s: %d frames, %d hands, %d objects", args.out, table.n_frames, n_hands, len(table.boxes) - n_hands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_video_command(COMMAND, _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

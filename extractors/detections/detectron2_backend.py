@@ -35,7 +35,7 @@ from m3em.epic.errors import InputError
 from m3em.epic.safe_pickle import safe_load
 from m3em.runtime import resolve_device
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("extractors.detections.detectron2_backend")
 
 INSTALL_HINT = (
     "detectron2 is not installed; install it with "

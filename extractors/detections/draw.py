@@ -13,18 +13,26 @@ frame.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from extractors.detections.config import CropsConfig, section
+from extractors.detections.cli import open_annotations, run_video_command, video_fps, video_parser
+from extractors.detections.config import CropsConfig
 from extractors.detections.crops import CropTable, read_crops
 from extractors.detections.table import DetectionTable, read_detection_table
-from extractors.video import DecodeConfig, annotation_fps, open_frames
-from m3em.epic.annotations import EpicAnnotations
+from extractors.video import DecodeConfig, open_frames
 from m3em.epic.atomic import atomic_write_bytes
-from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.cli import load_job_config
+from m3em.epic.config import DataConfig
+
+log = logging.getLogger("extractors.detections.draw")
+#: The module run by ``python -m`` (``__name__`` is then ``__main__``).
+COMMAND = "extractors.detections.draw"
 
 # RGB colours.
 HAND_COLOURS = {0: (40, 200, 40), 1: (40, 90, 255), -1: (0, 220, 220)}
@@ -92,10 +100,17 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--video-id", required=True)
+@dataclasses.dataclass(frozen=True)
+class DrawJobConfig:
+    """The config sections ``python -m extractors.detections.draw`` reads."""
+
+    data: DataConfig
+    crops: CropsConfig
+    decode: DecodeConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = video_parser(COMMAND, __doc__, config_help="config.yaml (crops:, decode:, data.annotations_dir)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", type=Path)
     src.add_argument("--frames-archive", type=Path)
@@ -106,12 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-samples", type=int, default=6, help="frames to sample when --frames is not given")
     parser.add_argument("--columns", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before drawing")
-    args = parser.parse_args(argv)
-    raw = load_config(args.config)
-    cfg = build_dataclass(CropsConfig, section(raw, "crops", args.config), "crops")
-    decode = build_dataclass(DecodeConfig, section(raw, "decode", args.config), "decode")
-    ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
-    fps = annotation_fps(args.video_id, ann.fps(args.video_id), decode.annotation_fps)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, DrawJobConfig)
+    cfg, decode = job.crops, job.decode
+    ann = open_annotations(job.data)
+    fps = video_fps(ann, args.video_id, decode)
     source = open_frames(args.video_id, fps=fps, height=decode.height, video_path=args.video,
                          frames_archive=args.frames_archive, threads=decode.threads)
     table = read_detection_table(args.detections, video_id=args.video_id, n_frames=source.n_frames)
@@ -124,8 +141,12 @@ def main(argv: list[str] | None = None) -> None:
         images = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_CUBIC) for img in images])
     tiles = [draw_frame(img, int(f), table, crops, cfg) for img, f in zip(images, frames)]
     write_png(args.out, contact_sheet(tiles, min(args.columns, len(tiles))))
-    print(f"{args.out}: frames {frames.tolist()}")
+    log.info("%s: frames %s", args.out, frames.tolist())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_video_command(COMMAND, _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

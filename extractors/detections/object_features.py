@@ -25,17 +25,26 @@ CLI: ``python -m extractors.detections.object_features --config config.yaml --vi
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from extractors.detections.config import DetectionsConfig, ObjectFeatureMode, section
+from extractors.detections.cli import object_class_count, open_annotations, run_video_command, video_parser
+from extractors.detections.config import DetectionsConfig, ObjectFeatureMode
 from extractors.detections.official import DetectionFileError, HandState
 from extractors.detections.table import DetectionTable, read_detection_table
-from m3em.epic.annotations import EpicAnnotations, video_segments
-from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.annotations import video_segments
+from m3em.epic.cli import load_job_config
+from m3em.epic.config import DataConfig
 from m3em.epic.features import segments_frames, write_features
+
+log = logging.getLogger("extractors.detections.object_features")
+#: The module run by ``python -m`` (``__name__`` is then ``__main__``).
+COMMAND = "extractors.detections.object_features"
 
 AGNOSTIC_CHANNELS: tuple[str, ...] = ("object", "hand", *(f"hand_{s.name.lower()}" for s in HandState))
 
@@ -103,20 +112,28 @@ def segment_features(
     return vec.reshape(*frames.shape, vec.shape[1]), frames
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--video-id", required=True)
+@dataclasses.dataclass(frozen=True)
+class ObjectFeaturesJobConfig:
+    """The config sections ``python -m extractors.detections.object_features`` reads."""
+
+    data: DataConfig
+    detections: DetectionsConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = video_parser(COMMAND, __doc__, config_help="config.yaml (detections:, data.annotations_dir)")
     parser.add_argument("--detections", required=True, type=Path, help="the video's detection table (.parquet)")
     parser.add_argument("--out", required=True, type=Path, help="feature file (<features_dir>/object/<video>.safetensors)")
-    args = parser.parse_args(argv)
-    raw = load_config(args.config)
-    cfg = build_dataclass(DetectionsConfig, section(raw, "detections", args.config), "detections")
-    ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
-    n_classes = len(ann.nouns) if cfg.object_classes == "nouns" else int(cfg.object_classes)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, ObjectFeaturesJobConfig)
+    ann = open_annotations(job.data)
+    n_classes = object_class_count(job.detections, ann)
     table = read_detection_table(args.detections, video_id=args.video_id)
     segments = video_segments(ann, args.video_id)
-    of = cfg.object_features
+    of = job.detections.object_features
     feats, frames = segment_features(table, segments, mode=of.mode, n_classes=n_classes,
                                      score_threshold=of.score_threshold, n_positions=of.n_positions,
                                      source=str(args.detections))
@@ -125,8 +142,12 @@ def main(argv: list[str] | None = None) -> None:
                    producer={"recipe": "sum of detection scores per class (RULSTM)", "mode": of.mode.value,
                              "channels": channels, "score_threshold": of.score_threshold,
                              "detections": args.detections.name, "detections_producer": dict(table.producer)})
-    print(f"{args.out}: {feats.shape[0]} segments x {feats.shape[1]} positions x {feats.shape[2]} channels")
+    log.info("%s: %d segments x %d positions x %d channels", args.out, *feats.shape)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_video_command(COMMAND, _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,16 +27,25 @@ CLI: ``python -m extractors.detections.rulstm_objects --config config.yaml --vid
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from extractors.detections.config import DetectionsConfig, section
+from extractors.detections.cli import open_annotations, run_video_command, video_fps, video_parser
+from extractors.detections.config import DetectionsConfig
 from extractors.detections.official import DetectionFileError
-from extractors.video import annotation_fps
-from m3em.epic.annotations import EpicAnnotations, video_segments
-from m3em.epic.config import build_dataclass, load_config
+from extractors.video import DecodeConfig
+from m3em.epic.annotations import video_segments
+from m3em.epic.cli import load_job_config
+from m3em.epic.config import DataConfig
 from m3em.epic.features import segments_frames, write_features
+
+log = logging.getLogger("extractors.detections.rulstm_objects")
+#: The module run by ``python -m`` (``__name__`` is then ``__main__``).
+COMMAND = "extractors.detections.rulstm_objects"
 
 #: Values per frame in the RULSTM EPIC-100 object LMDB (its detector's object classes).
 RULSTM_OBJECT_CHANNELS = 352
@@ -117,26 +126,40 @@ def segment_objects(
     return vec.reshape(*frames.shape, RULSTM_OBJECT_CHANNELS), frames
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--video-id", required=True)
+@dataclasses.dataclass(frozen=True)
+class RulstmObjectsJobConfig:
+    """The config sections ``python -m extractors.detections.rulstm_objects`` reads."""
+
+    data: DataConfig
+    detections: DetectionsConfig
+    decode: DecodeConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = video_parser(COMMAND, __doc__,
+                          config_help="config.yaml (detections.object_features, decode.annotation_fps, data.annotations_dir)")
     parser.add_argument("--lmdb", required=True, type=Path, help="RULSTM's EPIC-100 obj LMDB directory")
     parser.add_argument("--out", required=True, type=Path, help="feature file (<features_dir>/object/<video>.safetensors)")
-    args = parser.parse_args(argv)
-    raw = load_config(args.config)
-    cfg = build_dataclass(DetectionsConfig, section(raw, "detections", args.config), "detections")
-    ann = EpicAnnotations.open(raw["data"]["annotations_dir"])
-    fps = annotation_fps(args.video_id, ann.fps(args.video_id), raw["decode"]["annotation_fps"])
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, RulstmObjectsJobConfig)
+    ann = open_annotations(job.data)
+    fps = video_fps(ann, args.video_id, job.decode)
     segments = video_segments(ann, args.video_id)
     feats, frames = segment_objects(args.lmdb, args.video_id, segments, fps=fps,
-                                    n_positions=cfg.object_features.n_positions)
+                                    n_positions=job.detections.object_features.n_positions)
     write_features(args.out, feats, list(segments["narration_id"]), frames, stream="object", video_id=args.video_id,
                    producer={"recipe": "RULSTM EPIC-100 object-detector scores (obj LMDB)",
                              "channels": RULSTM_OBJECT_CHANNELS, "lmdb": str(args.lmdb), "annotation_fps": fps,
                              "frame_mapping": "max(1, floor(30 * n / annotation_fps))"})
-    print(f"{args.out}: {feats.shape[0]} segments x {feats.shape[1]} positions x {feats.shape[2]} channels")
+    log.info("%s: %d segments x %d positions x %d channels", args.out, *feats.shape)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_video_command(COMMAND, _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

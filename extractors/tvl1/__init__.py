@@ -35,6 +35,7 @@ __all__ = [
     "TVL1Params",
     "compute_flow",
     "create_opencv_tvl1",
+    "end_point_error",
 ]
 
 
@@ -139,3 +140,11 @@ def compute_flow(
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def end_point_error(a: np.ndarray, b: np.ndarray, border: int = 0) -> np.ndarray:
+    """Per-pixel end-point error of (..., 2, H, W) flows, an optional border band dropped."""
+    err = np.sqrt(((a - b) ** 2).sum(axis=-3))
+    if border:
+        err = err[..., border:-border, border:-border]
+    return err

@@ -12,12 +12,15 @@ the video's annotation frame rate. Every problem found is reported with the file
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-from collections.abc import Iterable
+import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from m3em.epic.atomic import atomic_write_text
 from m3em.epic.errors import InputError
 from m3em.epic.safe_pickle import safe_load
 
@@ -335,3 +338,115 @@ def video_segments(ann: EpicAnnotations, video_id: str) -> pd.DataFrame:
     if len(bad):
         raise AnnotationError(f"segment {bad.iloc[0]['narration_id']!r}: stop_frame < start_frame")
     return seg.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the official layout (the demo dataset, the synthetic feature sets, test fixtures).
+#
+# Same file names, columns and column order as the official release, timestamps formatted like
+# the official ones (``00:00:03.37`` for start/stop, ``00:00:01.089`` for the narration), list
+# columns written the way pandas writes Python lists (``['cup']``, ``[1]``). The csv module with
+# ``\n`` line ends makes the bytes depend on the rows only.
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassRecord:
+    """One row of a verb / noun class file (its id is its position)."""
+
+    key: str
+    instances: tuple[str, ...]
+    category: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+    """One row of ``EPIC_100_video_info.csv``."""
+
+    video_id: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NarrationRecord:
+    """One action segment of a split file; ``verb``/``noun`` (key and class) only when labelled.
+
+    Frames are 1-based at ``fps``; the timestamps are derived from them (frame ``n`` at
+    ``(n - 1) / fps`` s), the narration ``narration_offset`` s after the start.
+    """
+
+    narration_id: str
+    video_id: str
+    start_frame: int
+    stop_frame: int
+    fps: float
+    narration_offset: float = 0.0
+    verb: str | None = None
+    verb_class: int | None = None
+    noun: str | None = None
+    noun_class: int | None = None
+
+    @property
+    def participant_id(self) -> str:
+        return self.video_id.split("_")[0]
+
+
+def format_timestamp(seconds: float, decimals: int) -> str:
+    """``HH:MM:SS.ss`` (2 decimals, start/stop) or ``HH:MM:SS.fff`` (3 decimals, narration)."""
+    scale = 10**decimals
+    ticks = int(round(seconds * scale))
+    whole, frac = divmod(ticks, scale)
+    h, rem = divmod(whole, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}.{frac:0{decimals}d}"
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _narration_row(r: NarrationRecord, labelled: bool) -> list[object]:
+    start_s, stop_s = (r.start_frame - 1) / r.fps, (r.stop_frame - 1) / r.fps
+    row: list[object] = [
+        r.narration_id, r.participant_id, r.video_id, format_timestamp(start_s + r.narration_offset, 3),
+        format_timestamp(start_s, 2), format_timestamp(stop_s, 2), r.start_frame, r.stop_frame,
+    ]
+    if labelled:
+        if r.verb is None or r.verb_class is None or r.noun is None or r.noun_class is None:
+            raise ValueError(f"{r.narration_id}: a labelled split needs verb and noun (key and class)")
+        row += [f"{r.verb} {r.noun}", r.verb, r.verb_class, r.noun, r.noun_class, f"['{r.noun}']", f"[{r.noun_class}]"]
+    return row
+
+
+def split_file(annotations_dir: str | Path, split: str) -> Path:
+    """Where the official layout keeps a split's CSV (``UDA_annotations/<official name>.csv``)."""
+    if split not in SPLIT_FILES:
+        raise AnnotationError(f"unknown split {split!r}; known: {list(SPLITS)}")
+    return Path(annotations_dir) / "UDA_annotations" / f"{SPLIT_FILES[split]}.csv"
+
+
+def write_split(path: str | Path, records: Iterable[NarrationRecord], labelled: bool) -> None:
+    """Write one split file: the labelled layout, or the ``*_timestamps`` layout without labels."""
+    header = OFFICIAL_LABELLED_COLUMNS if labelled else OFFICIAL_TIMESTAMP_COLUMNS
+    atomic_write_text(Path(path), _csv_text(header, [_narration_row(r, labelled) for r in records]))
+
+
+def write_class_files(annotations_dir: str | Path, verbs: Sequence[ClassRecord], nouns: Sequence[ClassRecord]) -> None:
+    """``EPIC_100_verb_classes.csv`` and ``EPIC_100_noun_classes.csv`` (``id,key,instances,category``)."""
+    header = ("id", "key", "instances", "category")
+    for name, classes in ((VERB_CLASSES_FILE, verbs), (NOUN_CLASSES_FILE, nouns)):
+        rows = [(i, c.key, str(list(c.instances)), c.category) for i, c in enumerate(classes)]
+        atomic_write_text(Path(annotations_dir) / name, _csv_text(header, rows))
+
+
+def write_video_info(annotations_dir: str | Path, videos: Iterable[VideoRecord]) -> None:
+    """``EPIC_100_video_info.csv`` (``video_id,duration,fps,resolution``)."""
+    rows = [(v.video_id, repr(float(v.duration)), repr(float(v.fps)), f"{v.width}x{v.height}") for v in videos]
+    atomic_write_text(Path(annotations_dir) / VIDEO_INFO_FILE,
+                      _csv_text(("video_id", "duration", "fps", "resolution"), rows))

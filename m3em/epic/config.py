@@ -93,6 +93,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if value == "" and type(None) in args and Path in args:
+            return None  # an empty optional path means unset, as in the workflow (not Path("."))
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
             return _convert(non_none[0], value, where)

@@ -2,7 +2,7 @@
 
 Every error a stage raises because a file, a config value or a command-line argument given to it
 is unusable derives from :class:`InputError`, and its message starts with the file (or key) and
-says what is wrong with it. Entry points (:func:`m3em.cli.run_entry_point`) turn an
+says what is wrong with it. Entry points (:func:`m3em.epic.cli.run_entry_point`) turn an
 ``InputError`` into one line on stderr and exit status 1; any other exception is a bug and keeps
 its traceback.
 """

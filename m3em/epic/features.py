@@ -13,6 +13,7 @@ safetensors is memory-mapped: readers take one segment at a time and never load 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,10 +25,25 @@ from safetensors.numpy import save_file
 
 from m3em.epic.atomic import atomic_output
 from m3em.epic.errors import InputError
-from m3em.epic.streams import SPATIAL_STREAMS, STREAMS
+from m3em.epic.streams import EXTRACTED_STREAMS, SPATIAL_STREAMS, STREAMS
 
 FORMAT = "m3em-features/1"
 
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """The ``features:`` section: where the feature files are and P, read by extraction and training
+    alike, plus how ``extractors.extract`` computes them (batch, device, precision, streams)."""
+
+    features_dir: Path = Path("results/features")
+    positions: int = 5
+    batch_size: int = 512
+    device: str = "cuda"
+    num_workers: int = 8
+    autocast: str = "bf16"
+    channels_last: bool = True
+    streams: tuple[str, ...] = EXTRACTED_STREAMS
 
 
 class FeatureFileError(ValueError, InputError):

@@ -10,8 +10,9 @@ order, an order nobody has verified; here every modality is fetched by key and t
 checked (a missing or unknown modality is an error naming it), so the order in the file never
 matters. The pickle is read with :func:`m3em.epic.safe_pickle.safe_load` (numpy/pandas classes only).
 
-Of the 25 stored clips per segment the models see ``positions`` (default ``[2, 7, 12, 17, 22]``,
-the official loader's ``int(2.5 + 5x)``). :func:`export_feature_files` writes them in the
+Of the 25 stored clips per segment the models see P (``features.positions``): the TSN centres of
+P equal chunks (:func:`stored_clip_positions`; for P = 5 ``[2, 7, 12, 17, 22]``, the official
+loader's ``int(2.5 + 5x)``). :func:`export_feature_files` writes them in the
 project's feature contract (one file per (video, stream); maps ``1 x 1`` for the visual streams),
 so the models read official and self-extracted features alike::
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,9 +33,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.config import build_dataclass, load_config
+from m3em.epic.cli import load_job_config, run_entry_point
+from m3em.epic.config import DataConfig, InputsConfig
 from m3em.epic.errors import InputError
-from m3em.epic.features import feature_path, segment_positions, write_features
+from m3em.epic.features import FeaturesConfig, feature_path, segment_positions, write_features
 from m3em.epic.safe_pickle import safe_load
 from m3em.epic.streams import SPATIAL_STREAMS
 
@@ -41,6 +44,8 @@ from m3em.epic.streams import SPATIAL_STREAMS
 N_STORED = 25
 #: The project's stream for each official modality (TBN features).
 STREAM_OF_MODALITY: dict[str, str] = {"RGB": "tbn_rgb", "Flow": "tbn_flow", "Audio": "tbn_audio"}
+
+log = logging.getLogger("m3em.epic.official_features")
 
 
 class OfficialFeaturesError(ValueError, InputError):
@@ -52,12 +57,20 @@ class OfficialFeaturesConfig:
     """The ``official_features:`` config section.
 
     Attributes:
-        positions: 0-based indices of the stored clips to keep, e.g. ``(2, 7, 12, 17, 22)``.
         modalities: the modality keys every pickle must hold (exactly), in output order.
     """
 
-    positions: tuple[int, ...] = (2, 7, 12, 17, 22)
     modalities: tuple[str, ...] = ("RGB", "Flow", "Audio")
+
+
+def stored_clip_positions(n_positions: int) -> tuple[int, ...]:
+    """0-based indices of the P stored clips (of :data:`N_STORED`) the models see: the same TSN
+    centres of P equal chunks as :func:`m3em.epic.features.segment_positions` takes from a segment's
+    frames (P = 5 gives the official loader's ``(2, 7, 12, 17, 22)``)."""
+    if not 1 <= n_positions <= N_STORED:
+        raise OfficialFeaturesError(f"features.positions = {n_positions}: the official features store {N_STORED} "
+                                    "clips per segment")
+    return tuple(int(i) for i in segment_positions(0, N_STORED - 1, n_positions))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,29 +246,47 @@ def export_feature_files(
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class OfficialFeaturesJobConfig:
+    """The config sections ``python -m m3em.epic.official_features`` reads."""
+
+    data: DataConfig
+    inputs: InputsConfig
+    official_features: OfficialFeaturesConfig
+    features: FeaturesConfig = FeaturesConfig()
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m m3em.epic.official_features",
                                 description="Convert an official pooled-feature pickle into feature files.")
-    p.add_argument("--config", type=Path, required=True, help="config.yaml (official_features:, data.annotations_dir)")
+    p.add_argument("--config", type=Path, required=True,
+                   help="config.yaml (official_features:, features.positions, data.annotations_dir)")
     p.add_argument("--split", required=True, help="annotation split the pickle holds, e.g. source_train")
     p.add_argument("--pickle", type=Path, default=None,
                    help="the pickle (default: <inputs.official_features_dir>/<split>.pkl)")
     p.add_argument("--features-dir", type=Path, required=True, help="root of the feature files to write")
     p.add_argument("--annotations", type=Path, default=None, help="annotation directory (default: data.annotations_dir)")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    ocfg = build_dataclass(OfficialFeaturesConfig, cfg["official_features"], "official_features")
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    job = load_job_config(args.config, OfficialFeaturesJobConfig)
+    ocfg = job.official_features
     pickle_path = args.pickle
     if pickle_path is None:
-        root = cfg["inputs"].get("official_features_dir")
-        if not root:
-            raise OfficialFeaturesError("no --pickle and inputs.official_features_dir is null")
+        root = job.inputs.official_features_dir
+        if root is None:
+            raise OfficialFeaturesError(f"{args.config}: no --pickle and inputs.official_features_dir is null")
         pickle_path = official_features_path(root, args.split)
-    feats = load_official_features(pickle_path, modalities=ocfg.modalities, positions=ocfg.positions)
-    segments = EpicAnnotations.open(args.annotations or cfg["data"]["annotations_dir"]).split(args.split, labelled=False)
+    feats = load_official_features(pickle_path, modalities=ocfg.modalities, positions=stored_clip_positions(job.features.positions))
+    segments = EpicAnnotations.open(args.annotations or job.data.annotations_dir).split(args.split, labelled=False)
     written = export_feature_files(feats, segments, args.features_dir)
-    print(f"{pickle_path}: {len(segments)} segments -> {len(written)} feature files under {args.features_dir}")
-    return 0
+    log.info("%s: %d segments -> %d feature files under %s", pickle_path, len(segments), len(written),
+             args.features_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m m3em.epic.official_features", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

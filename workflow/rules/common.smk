@@ -22,7 +22,15 @@ from pathlib import Path
 
 import yaml
 
-from m3em.epic.annotations import SPLIT_FILES, EpicAnnotations, split_path
+from m3em.epic.annotations import (
+    NOUN_CLASSES_FILE,
+    SPLIT_FILES,
+    VERB_CLASSES_FILE,
+    VIDEO_INFO_FILE,
+    EpicAnnotations,
+    split_file,
+    split_path,
+)
 from m3em.epic.atomic import atomic_write_text
 from m3em.epic.streams import EXTRACTED_STREAMS, OFFICIAL_STREAMS, STREAM_INFO, InputKind
 from m3em.methods import Method
@@ -144,7 +152,7 @@ wildcard_constraints:
     video=r"P\d\d_\d\d\d?",
     model="|".join(MODELS),
     method="|".join(METHODS),
-    backbone="tbn|i3d",
+    backbone="|".join(sorted(set(STREAM_BACKBONE.values()))),
     stream="|".join(EXTRACTED_STREAMS),
     split="|".join(SPLIT_FILES),
     ensemble="|".join(re.escape(n) for n in ENSEMBLES),
@@ -167,9 +175,6 @@ def _check_config():
     if SUBMISSION_ENSEMBLE not in ENSEMBLES:
         problems.append(f"submission.ensemble {SUBMISSION_ENSEMBLE!r} is not an ensemble.combinations name "
                         f"({list(ENSEMBLES)})")
-    if config["train"]["features_dir"] != FEATURES_DIR and not OFFICIAL_FEATURES:
-        problems.append(f"train.features_dir ({config['train']['features_dir']}) must equal features.features_dir "
-                        f"({FEATURES_DIR}): the trainer reads what the extraction writes")
     unknown = [m for m in MODELS if m not in config["models"]]
     if unknown:
         problems.append(f"workflow.models {unknown}: no such entry in models:")
@@ -287,11 +292,9 @@ if _missing:
 def annotation_files():
     """The annotation files the DAG reads (class files, video table, used splits)."""
     root = config["data"]["annotations_dir"]
-    files = [f"{root}/{n}" for n in ("EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv", "EPIC_100_video_info.csv")]
+    files = [f"{root}/{n}" for n in (VERB_CLASSES_FILE, NOUN_CLASSES_FILE, VIDEO_INFO_FILE)]
     if DEMO:  # not written yet: the paths the generator will write
-        from epic_demo.annotations import split_file
-
-        return files + [str(split_file(Path(root), s)) for s in USED_SPLITS]
+        return files + [str(split_file(root, s)) for s in USED_SPLITS]
     return files + [str(split_path(root, s)) for s in USED_SPLITS]
 
 
@@ -376,10 +379,39 @@ def feature_flags(streams):
     return flags
 
 
+def _reads_sound(backbone):
+    """Whether fine-tuning `backbone` reads the sound track (it has an audio stream and
+    audio.enabled is true)."""
+    enabled = (config.get("audio") or {}).get("enabled", True)
+    return enabled and any(_kind(s) is InputKind.AUDIO and b == backbone for s, b in STREAM_BACKBONE.items())
+
+
+def finetune_inputs(wildcards):
+    """Input files of one backbone's fine-tuning job, per source-train video: the RGB source (the
+    official frame archive, else the video), the flow archive, and the video for the sound track."""
+    sound = _reads_sound(wildcards.backbone)
+    return {
+        "videos": [video_path(v) for v in SOURCE_TRAIN_VIDEOS if sound or not official("frames", v)],
+        "frames": [official("frames", v) for v in SOURCE_TRAIN_VIDEOS if official("frames", v)],
+        "flow": [flow_archive(v) for v in SOURCE_TRAIN_VIDEOS],
+        "ann": annotation_files(),
+    }
+
+
+def finetune_flags(wildcards):
+    """Command-line arguments naming every input file of a fine-tuning job (finetune_inputs): one
+    --video / --frames / --flow per file (extractors.finetune keys each by its video id, the name)."""
+    inputs = finetune_inputs(wildcards)
+    return " ".join([f"--video {p}" for p in inputs["videos"]] + [f"--frames {p}" for p in inputs["frames"]]
+                    + [f"--flow {p}" for p in inputs["flow"]])
+
+
 def train_params(model):
-    """The config a run depends on: the trainer's section and this model's own entry only."""
+    """The config a run depends on: the trainer's section, P (features.positions: how many of the
+    files' positions it reads) and this model's own entry only."""
     models = config["models"]
-    return json.dumps({"train": config["train"], "ta3n": models.get("ta3n"), "model": models[model]}, sort_keys=True)
+    return json.dumps({"train": config["train"], "positions": config["features"].get("positions"),
+                       "ta3n": models.get("ta3n"), "model": models[model]}, sort_keys=True)
 
 
 def run_dir(run):

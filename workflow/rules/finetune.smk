@@ -1,17 +1,17 @@
 # Backbone fine-tuning on the labelled source domain (TBN: RGB/Flow/Audio, I3D: RGB/Flow).
-# One job per backbone; it reads every source-train video and its flow.
+# One job per backbone; it reads every source-train video's frames (or video), flow and sound
+# track, each file named on the command line (finetune_flags in common.smk).
 
 
 rule finetune_backbone:
     input:
-        rgb=[rgb_input(v) for v in SOURCE_TRAIN_VIDEOS],
-        flow=[flow_archive(v) for v in SOURCE_TRAIN_VIDEOS],
-        ann=annotation_files(),
+        unpack(finetune_inputs),
     output:
         checkpoint=f"{RESULTS}/finetune/{{backbone}}/checkpoint.pt",
         metrics=f"{RESULTS}/finetune/{{backbone}}/metrics.csv",
     params:
         cfg=section("decode", "audio", "backbones", "finetune"),
+        args=finetune_flags,
     log:
         f"{LOGS}/finetune/{{backbone}}.log",
     benchmark:
@@ -27,4 +27,4 @@ rule finetune_backbone:
     shell:
         "L=python; if [ {resources.gpu} -gt 1 ]; then L='torchrun --standalone --nproc-per-node {resources.gpu}'; fi;"
         " OMP_NUM_THREADS={threads} $L -m extractors.finetune --config \"$M3EM_CONFIG\" --backbone {wildcards.backbone}"
-        " --out {output.checkpoint} > {log} 2>&1"
+        " --out {output.checkpoint} {params.args} > {log} 2>&1"

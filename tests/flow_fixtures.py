@@ -1,4 +1,5 @@
-"""Synthetic frame pairs with known motion, for accuracy tests and benchmarks.
+"""Test fixtures: synthetic frame pairs with known motion (TV-L1 accuracy tests, and
+``benchmarks/flow_parity.py --synthetic``, run with ``PYTHONPATH=tests``).
 
 Convention as the flow: ``I0(x) = I1(x + flow(x))`` (flow maps the first frame onto the second).
 """
@@ -57,11 +58,3 @@ def make_pair(flow: np.ndarray, seed: int = 0, noise: float = 0.0) -> tuple[np.n
         img1 = img1 + rng.normal(0.0, noise, img1.shape)
     to_u8 = lambda x: np.clip(np.rint(x), 0, 255).astype(np.uint8)  # noqa: E731
     return to_u8(img0), to_u8(img1)
-
-
-def end_point_error(a: np.ndarray, b: np.ndarray, border: int = 0) -> np.ndarray:
-    """Per-pixel end-point error of (..., 2, H, W) flows, an optional border band dropped."""
-    err = np.sqrt(((a - b) ** 2).sum(axis=-3))
-    if border:
-        err = err[..., border:-border, border:-border]
-    return err

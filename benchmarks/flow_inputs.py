@@ -1,4 +1,4 @@
-"""Grey frame pairs from real video files, for parity measurements and benchmarks."""
+"""Benchmark inputs: grey frame pairs from real video files (flow parity and speed benchmarks)."""
 
 from __future__ import annotations
 

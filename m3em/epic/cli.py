@@ -7,6 +7,8 @@
   keeps its traceback.
 * Progress and results are reported with :mod:`logging` (one format for all stages; tqdm bars
   stay on stderr); only a command whose output *is* its result (a path, a table) prints it.
+  Loggers are named after the module spelled out (``logging.getLogger("m3em.report")``), since
+  ``__name__`` is ``__main__`` under ``python -m``.
 
 Usage::
 
