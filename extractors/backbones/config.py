@@ -1,7 +1,7 @@
 """Frozen dataclasses of the ``backbones:`` and ``finetune:`` config sections (``features:`` is
 :class:`m3em.epic.features.FeaturesConfig`: the trainer reads it too).
 
-Built at the entry points with ``build_dataclass(BackbonesConfig, cfg["backbones"], "backbones")``;
+Built at the entry points as fields of their job config (:func:`m3em.epic.cli.load_job_config`);
 every field is documented next to its key in ``config.yaml``.
 """
 

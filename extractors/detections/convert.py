@@ -96,8 +96,7 @@ def _run(args: argparse.Namespace) -> None:
         duration = float(ann.videos.at[args.video_id, "duration"])
         table = convert_official(args.input, args.out, video_id=args.video_id, fps=fps, duration=duration,
                                  tolerance=job.detections.frame_count_tolerance)
-    n_hands = int((table.boxes["kind"] == "hand").sum())
-    log.info("%s: %d frames, %d hands, %d objects", args.out, table.n_frames, n_hands, len(table.boxes) - n_hands)
+    log.info("%s: %s", args.out, table.summary())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

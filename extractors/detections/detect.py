@@ -116,8 +116,7 @@ def _run(args: argparse.Namespace) -> None:
                          frames_archive=args.frames_archive, threads=decode.threads)
     hand, objects = load_detectors(cfg, n_object_classes)
     table = detect_video(source, args.out, cfg, hand=hand, objects=objects, n_object_classes=n_object_classes)
-    n_hands = int((table.boxes["kind"] == "hand").sum())
-    log.info("%s: %d frames, %d hands, %d objects", args.out, table.n_frames, n_hands, len(table.boxes) - n_hands)
+    log.info("%s: %s", args.out, table.summary())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

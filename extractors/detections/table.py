@@ -87,6 +87,11 @@ class DetectionTable:
     def objects(self) -> pd.DataFrame:
         return self.boxes[self.boxes["kind"] == "object"]
 
+    def summary(self) -> str:
+        """``"<n> frames, <h> hands, <o> objects"`` (what the detection commands log)."""
+        n_hands = int((self.boxes["kind"] == "hand").sum())
+        return f"{self.n_frames} frames, {n_hands} hands, {len(self.boxes) - n_hands} objects"
+
 
 def empty_boxes() -> pd.DataFrame:
     """A zero-row box frame with the table's columns and dtypes."""
