@@ -204,7 +204,11 @@ def open_split(
             )
     path = official_features_path(official_dir, split)
     clips = stored_clip_positions(positions)  # which of the 25 stored clips are the P positions
-    off = load_official_features(path, modalities=tuple(STREAM_OF_MODALITY), positions=clips)
+    off = load_official_features(path, modalities=job.official_features.modalities, positions=clips)
+    missing = [m.where for m in mods if key_of_stream[m.stream] not in off.features]
+    if missing:
+        raise ConfigError(f"official_features.modalities {list(job.official_features.modalities)} lacks the "
+                          f"modality of {missing}")
     arrays = {m.name: off.features[key_of_stream[m.stream]] for m in mods}
     return ArraySplit(arrays, off.narration_ids, table, positions=positions, labelled=labelled,
                       channels={m.name: m.channels for m in mods}, split_name=split, source=str(path))
