@@ -31,7 +31,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from m3em.epic.errors import InputError
-from m3em.epic.features import FeatureFile, feature_path
+from m3em.epic.features import FeatureFile, feature_path, select_positions
 from m3em.epic.streams import SPATIAL_STREAMS
 
 
@@ -47,23 +47,6 @@ class ModalityInput:
     stream: str
     channels: int
     where: str  # config key, e.g. "models.B.modalities.object", for error messages
-
-
-def select_positions(stored: int, wanted: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Which of ``stored`` positions to use for ``wanted``: the centre of each of ``wanted`` chunks.
-
-    With ``rng`` a random position inside each chunk is taken instead (temporal jitter, not in
-    the reference).
-    """
-    if stored < wanted:
-        raise ValueError(f"{stored} stored positions cannot give {wanted}")
-    if stored == wanted:
-        return np.arange(wanted)
-    tick = stored / wanted
-    if rng is None:
-        return np.array([int(tick / 2.0 + tick * x) for x in range(wanted)], dtype=np.int64)
-    starts = np.array([int(tick * x) for x in range(wanted)] + [stored])
-    return np.array([rng.integers(starts[x], max(starts[x + 1], starts[x] + 1)) for x in range(wanted)], dtype=np.int64)
 
 
 def _common_shape(by_shape: dict[tuple[int, ...], list[Path]], stream: str) -> tuple[int, ...] | None:

@@ -16,10 +16,9 @@ from m3em.data import (
     ModalityInput,
     epoch_batches,
     make_loader,
-    select_positions,
 )
 from m3em.epic.annotations import EpicAnnotations
-from m3em.epic.features import FeatureFile, feature_path, write_features
+from m3em.epic.features import FeatureFile, feature_path, select_positions, write_features
 
 MODS = [ModalityInput("rgb", "tbn_rgb", 16, "models.A.modalities.rgb"),
         ModalityInput("audio", "tbn_audio", 8, "models.A.modalities.audio")]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from m3em.epic.config import ConfigError, build_dataclass, load_config
+from m3em.epic.config import build_dataclass, load_config
 from m3em.epic.errors import InputError
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ def load_job_config(path: str | Path, cls: type[T]) -> T:
     ``flow: FlowConfig``); sections absent from the file take the field's default.
 
     Raises:
-        ConfigError: the file is missing, not YAML, fails the schema, or lacks a required section.
+        m3em.epic.config.ConfigError: the file is missing, not YAML, fails the schema, or lacks a required section.
     """
     cfg = load_config(path)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
@@ -83,4 +83,4 @@ def run_entry_point(prog: str, parser: argparse.ArgumentParser, body: Callable[[
     return 0 if status is None else int(status)
 
 
-__all__ = ["INPUT_ERRORS", "ConfigError", "configure_logging", "load_job_config", "one_line", "run_entry_point"]
+__all__ = ["INPUT_ERRORS", "configure_logging", "load_job_config", "one_line", "run_entry_point"]

@@ -80,6 +80,24 @@ def segment_positions(start_frame: int, stop_frame: int, n_positions: int, new_l
     return start_frame + np.minimum(offsets, usable - 1)
 
 
+def select_positions(stored: int, wanted: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Which of ``stored`` positions to use for ``wanted``: the centre of each of ``wanted`` chunks
+    (a feature file, or an official pickle, may store more positions than the P a model reads).
+
+    With ``rng`` a random position inside each chunk is taken instead (temporal jitter, not in
+    the reference).
+    """
+    if stored < wanted:
+        raise ValueError(f"{stored} stored positions cannot give {wanted}")
+    if stored == wanted:
+        return np.arange(wanted)
+    tick = stored / wanted
+    if rng is None:
+        return np.array([int(tick / 2.0 + tick * x) for x in range(wanted)], dtype=np.int64)
+    starts = np.array([int(tick * x) for x in range(wanted)] + [stored])
+    return np.array([rng.integers(starts[x], max(starts[x + 1], starts[x] + 1)) for x in range(wanted)], dtype=np.int64)
+
+
 def segments_frames(segments, n_positions: int) -> np.ndarray:
     """``(n_segments, P)`` sampled frames (:func:`segment_positions`) of the rows of ``segments``
     (a DataFrame with ``start_frame`` / ``stop_frame``); ``(0, P)`` when there are none."""

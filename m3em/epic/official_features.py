@@ -36,7 +36,13 @@ from m3em.epic.annotations import EpicAnnotations
 from m3em.epic.cli import load_job_config, run_entry_point
 from m3em.epic.config import DataConfig, InputsConfig
 from m3em.epic.errors import InputError
-from m3em.epic.features import FeaturesConfig, feature_path, segment_positions, write_features
+from m3em.epic.features import (
+    FeaturesConfig,
+    feature_path,
+    segment_positions,
+    select_positions,
+    write_features,
+)
 from m3em.epic.safe_pickle import safe_load
 from m3em.epic.streams import SPATIAL_STREAMS
 
@@ -64,13 +70,13 @@ class OfficialFeaturesConfig:
 
 
 def stored_clip_positions(n_positions: int) -> tuple[int, ...]:
-    """0-based indices of the P stored clips (of :data:`N_STORED`) the models see: the same TSN
-    centres of P equal chunks as :func:`m3em.epic.features.segment_positions` takes from a segment's
-    frames (P = 5 gives the official loader's ``(2, 7, 12, 17, 22)``)."""
+    """0-based indices of the P stored clips (of :data:`N_STORED`) the models see:
+    :func:`m3em.epic.features.select_positions`, the centres of P equal chunks, as for a feature
+    file storing more positions than P (P = 5 gives the official loader's ``(2, 7, 12, 17, 22)``)."""
     if not 1 <= n_positions <= N_STORED:
         raise OfficialFeaturesError(f"features.positions = {n_positions}: the official features store {N_STORED} "
                                     "clips per segment")
-    return tuple(int(i) for i in segment_positions(0, N_STORED - 1, n_positions))
+    return tuple(int(i) for i in select_positions(N_STORED, n_positions))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,9 +105,9 @@ METHOD_NAMES = tuple(m.value for m in Method)
 STREAM_BACKBONE = {s: STREAM_INFO[s].backbone.value for s in EXTRACTED_STREAMS}
 
 
-def _kind(stream):
-    """What a stream reads (InputKind.RGB / FLOW / AUDIO / DETECTIONS)."""
-    return STREAM_INFO[stream].input_kind
+def _reads(streams, kind):
+    """Whether any of `streams` reads input `kind` (InputKind.RGB / FLOW / AUDIO / DETECTIONS)."""
+    return any(STREAM_INFO[s].input_kind is kind for s in streams)
 
 
 def model_streams(model):
@@ -256,11 +256,11 @@ def _expected_inputs():
     if OFFICIAL_FEATURES:
         paths += [f"{OFFICIAL_FEATURES}/{s}.pkl" for s in USED_SPLITS]
         return paths
-    if INPUTS.get("official_object_features_dir") and any(_kind(s) is InputKind.DETECTIONS for s in needed_streams()):
+    if INPUTS.get("official_object_features_dir") and _reads(needed_streams(), InputKind.DETECTIONS):
         paths.append(f"{INPUTS['official_object_features_dir']}/data.mdb")
     for v in VIDEOS:
         paths.append(official("frames", v) or video_path(v))
-        if official("frames", v) and any(_kind(s) is InputKind.AUDIO for s in needed_streams()):
+        if official("frames", v) and _reads(needed_streams(), InputKind.AUDIO):
             paths.append(video_path(v))  # frame archives carry no sound track
         if official("flow", v):
             paths.append(official("flow", v))
@@ -341,15 +341,15 @@ def feature_inputs(streams):
     def inputs(wc):
         video = wc.video
         rgb = []
-        if any(_kind(s) is InputKind.RGB for s in streams):
+        if _reads(streams, InputKind.RGB):
             rgb.append(rgb_input(video))
-        if any(_kind(s) is InputKind.AUDIO for s in streams):  # audio is never in a frame archive
+        if _reads(streams, InputKind.AUDIO):  # audio is never in a frame archive
             rgb.append(video_path(video))
         out = {"checkpoint": [f"{RESULTS}/finetune/{b}/checkpoint.pt" for b in sorted({STREAM_BACKBONE[s] for s in streams})],
                "ann": annotation_files()}
         if rgb:
             out["rgb"] = list(dict.fromkeys(rgb))
-        if any(_kind(s) is InputKind.FLOW for s in streams):
+        if _reads(streams, InputKind.FLOW):
             out["flow"] = flow_archive(video)
         if any(STREAM_INFO[s].crop for s in streams):
             out["crops"] = f"{RESULTS}/crops/{video}.parquet"
@@ -366,9 +366,9 @@ def feature_flags(streams):
         inputs = feature_inputs(streams)(wc)
         args = [f"--stream {s} --out {feature_file(s, wc.video)}" for s in streams]
         args += [f"--checkpoint {c}" for c in inputs["checkpoint"]]
-        if any(_kind(s) is InputKind.RGB for s in streams):
+        if _reads(streams, InputKind.RGB):
             args.append(rgb_flag(wc.video))
-        if any(_kind(s) is InputKind.AUDIO for s in streams) and f"--video {video_path(wc.video)}" not in args:
+        if _reads(streams, InputKind.AUDIO) and f"--video {video_path(wc.video)}" not in args:
             args.append(f"--video {video_path(wc.video)}")
         if "flow" in inputs:
             args.append(f"--flow {inputs['flow']}")
@@ -383,7 +383,7 @@ def _reads_sound(backbone):
     """Whether fine-tuning `backbone` reads the sound track (it has an audio stream and
     audio.enabled is true)."""
     enabled = (config.get("audio") or {}).get("enabled", True)
-    return enabled and any(_kind(s) is InputKind.AUDIO and b == backbone for s, b in STREAM_BACKBONE.items())
+    return enabled and _reads([s for s, b in STREAM_BACKBONE.items() if b == backbone], InputKind.AUDIO)
 
 
 def finetune_inputs(wildcards):
